@@ -1,0 +1,111 @@
+"""Fixtures against the real services: a fresh PostgreSQL database per run, a
+key prefix of its own on the real Redis, and a real local Ray."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from unimatch.config import Config
+from unimatch.storage.cache import Cache, connect_redis
+from unimatch.storage.migrations import apply_migrations
+from unimatch.storage.pg import Database
+
+# Single-machine Ray stays on loopback (see DESIGN.md).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def _dsn_for(database: str) -> str:
+    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+async def pg_dsn() -> AsyncIterator[str]:
+    """A database of this run's own, migrated, dropped at the end."""
+    name = f"unimatch_test_{RUN_ID}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _dsn_for(name)
+    await apply_migrations(dsn)
+    yield dsn
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> str:
+    return f"test:{RUN_ID}:"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("unimatch-data")
+
+
+@pytest.fixture(scope="session")
+def config(pg_dsn: str, redis_prefix: str, data_dir: Path) -> Config:
+    return Config(
+        data_dir=data_dir,
+        database_url=pg_dsn,
+        redis_url=TEST_REDIS_URL,
+        jwt_secret="test-secret-" + RUN_ID,
+        media_root=data_dir / "media",
+        redis_prefix=redis_prefix,
+        shard_hosts=2,
+        gateways=1,
+        pg_pool_size=5,
+        pg_pool_overflow=5,
+        namespace=f"unimatch-test-{RUN_ID}",
+        actor_kinds=(("counter", "tests.actor_kinds:Counter"),),
+    )
+
+
+@pytest.fixture(scope="session")
+async def db(config: Config) -> AsyncIterator[Database]:
+    assert config.database_url
+    database = await Database.connect(config.database_url, size=5, overflow=5)
+    yield database
+    await database.close()
+
+
+@pytest.fixture(scope="session")
+async def cache(config: Config) -> AsyncIterator[Cache]:
+    assert config.redis_url
+    client = connect_redis(config.redis_url)
+    yield Cache(client, config.redis_prefix)
+    keys = [key async for key in client.scan_iter(match=config.redis_prefix + "*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(config: Config) -> Iterator[None]:
+    """A local Ray of this run's own, shut down (with all its processes) at the end."""
+    import ray
+
+    ray.init(
+        namespace=config.namespace,
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()

@@ -1,0 +1,84 @@
+"""Every Prometheus metric of the platform, declared once with fixed labels.
+
+Labels are route templates, kinds and outcomes: never raw paths or user ids.
+Actors run in other processes; `serve` points PROMETHEUS_MULTIPROC_DIR at a
+shared folder so `/metrics` on any gateway shows the whole node.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+HTTP_REQUESTS = Counter(
+    "unimatch_http_requests_total", "HTTP requests served", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "unimatch_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+CACHE_ERRORS = Counter("unimatch_cache_errors_total", "Redis operations that failed", ["op"])
+CACHE_LOOKUPS = Counter(
+    "unimatch_cache_lookups_total", "Cache lookups by cache and result", ["cache", "result"]
+)
+DB_UNAVAILABLE = Counter(
+    "unimatch_db_unavailable_total", "Requests that found PostgreSQL unavailable"
+)
+ACTOR_CALLS = Counter(
+    "unimatch_actor_calls_total", "Virtual actor calls handled", ["kind", "outcome"]
+)
+ACTOR_CALL_LATENCY = Histogram(
+    "unimatch_actor_call_seconds",
+    "Time a virtual actor call spends in its mailbox and handler",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+ACTOR_ACTIVATIONS = Counter(
+    "unimatch_actor_activations_total", "Virtual actor activations", ["kind"]
+)
+ACTOR_PASSIVATIONS = Counter(
+    "unimatch_actor_passivations_total", "Virtual actor passivations", ["kind"]
+)
+ACTOR_RETRIES = Counter(
+    "unimatch_actor_call_retries_total", "Calls retried because a shard host was unavailable"
+)
+ACTORS_ACTIVE = Gauge(
+    "unimatch_actors_active", "Active virtual actors", ["kind"], multiprocess_mode="livesum"
+)
+WS_CONNECTIONS = Gauge(
+    "unimatch_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum"
+)
+WS_FRAMES = Counter("unimatch_ws_frames_total", "WebSocket frames", ["direction", "type"])
+WS_CLOSED = Counter("unimatch_ws_closed_total", "WebSocket closes by code", ["code"])
+JOBS = Counter("unimatch_jobs_total", "Jobs finished by kind and outcome", ["kind", "outcome"])
+JOB_LATENCY = Histogram(
+    "unimatch_job_seconds", "Job run time", ["kind"], buckets=_LATENCY_BUCKETS
+)
+MESSAGES = Counter("unimatch_chat_messages_total", "Chat messages committed")
+MATCHES = Counter("unimatch_matches_total", "Matches formed")
+SWIPES = Counter("unimatch_swipes_total", "Swipes recorded", ["action"])
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition for `/metrics`: all processes of this node when the
+    multiprocess folder is set, else this process alone."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""PostgreSQL (the truth) and Redis (the cache)."""
