@@ -109,3 +109,23 @@ def ray_cluster(config: Config) -> Iterator[None]:
     )
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def platform(config: Config, ray_cluster: None) -> Iterator[object]:
+    """The whole platform (shard hosts, scheduler, gateway) in this run's Ray,
+    serving on a free loopback port; `platform.url` is its base URL."""
+    from unimatch.platform import Platform
+
+    started = Platform.start(config, "127.0.0.1", 0)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+async def http(platform) -> AsyncIterator[object]:
+    """An HTTP client session against the running platform's gateway."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(base_url=platform.url) as session:
+        yield session

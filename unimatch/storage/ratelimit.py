@@ -1,8 +1,9 @@
 """One rate limiter for the whole platform: GCRA in Redis, atomic in Lua.
 
-A limit is `burst` events, refilled at `rate` per second. `hit` spends
-`cost`; `check` asks whether one more would pass without spending it. When Redis is down the limiter fails open (logged and
-counted): a lost cache must not lock students out of the app.
+A limit is `burst` events per `per_seconds`, refilled evenly. `hit` spends
+`cost`; `check` asks whether one more would pass without spending it. When
+Redis is down the limiter fails open (logged and counted): a lost cache must
+not lock students out of the app.
 """
 
 from __future__ import annotations

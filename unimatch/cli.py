@@ -1,0 +1,112 @@
+"""The `unimatch` command: `serve` and `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+from unimatch.config import Config
+
+log = logging.getLogger("unimatch")
+
+
+@contextlib.contextmanager
+def _services(config: Config) -> Iterator[Config]:
+    """Embedded PostgreSQL / Redis for whichever URL is not set."""
+    from unimatch.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    postgres = redis = None
+    try:
+        if config.database_url is None:
+            postgres = EmbeddedPostgres(config.data_dir)
+            config = replace(config, database_url=postgres.start())
+        if config.redis_url is None:
+            redis = EmbeddedRedis(config.data_dir)
+            config = replace(config, redis_url=redis.start())
+        yield config
+    finally:
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+
+
+def _metrics_dir(config: Config) -> None:
+    """All processes of this node write metrics to one folder, read by /metrics."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    path = (config.data_dir / "metrics").resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def serve(args: argparse.Namespace) -> int:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    config = Config.from_env()
+    _metrics_dir(config)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    from unimatch.platform import Platform, init_ray
+
+    with _services(config) as config:
+        started_ray = init_ray(config)
+        try:
+            platform = Platform.start(config, args.host, args.port)
+            try:
+                print(f"UniMatch listening on {platform.url}", flush=True)
+                while not stop.wait(0.5):
+                    pass
+                log.info("shutting down")
+            finally:
+                platform.stop()
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    print("UniMatch stopped", flush=True)
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    from unimatch.storage.migrations import apply_migrations
+
+    config = Config.from_env()
+    with _services(config) as config:
+        assert config.database_url
+        applied = asyncio.run(apply_migrations(config.database_url))
+    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="unimatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser = sub.add_parser("serve", help="run the platform (HTTP + WebSocket)")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8080)
+    serve_parser.set_defaults(run=serve)
+    migrate_parser = sub.add_parser("migrate", help="apply pending schema migrations")
+    migrate_parser.set_defaults(run=migrate)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

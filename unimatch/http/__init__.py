@@ -1,0 +1,1 @@
+"""The REST shell: app factory, middleware, handlers, the gateway actor."""
