@@ -37,7 +37,9 @@ def init_ray(config: Config) -> bool:
     if config.ray_address:
         ray.init(address=config.ray_address, namespace=config.namespace, log_to_driver=False)
     else:
+        # "local" starts a Ray of our own even if `ray start` left one running.
         ray.init(
+            address="local",
             namespace=config.namespace,
             include_dashboard=False,
             configure_logging=False,

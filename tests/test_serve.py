@@ -1,0 +1,96 @@
+"""`unimatch serve` as a user runs it: no URLs set, so it brings up embedded
+PostgreSQL and Redis and a local Ray, answers /readyz, and after SIGTERM
+leaves no process behind; its data survives for the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from unimatch.platform import free_port
+
+START_TIMEOUT = 240
+STOP_TIMEOUT = 90
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "REDIS_URL", "RAY_ADDRESS", "JWT_SECRET",
+                        "PROMETHEUS_MULTIPROC_DIR"}}
+    env.update(UNIMATCH_DATA_DIR=str(data_dir), SHARD_HOSTS="1", SCHEDULER_WORKERS="1")
+    return env
+
+
+def _processes_of(root: int, data_dir: Path) -> list[psutil.Process]:
+    found: dict[int, psutil.Process] = {}
+    try:
+        for proc in psutil.Process(root).children(recursive=True):
+            found[proc.pid] = proc
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(data_dir) in cmdline:
+            found[proc.pid] = proc
+    return list(found.values())
+
+
+async def _read_url(stream: asyncio.StreamReader) -> str:
+    while True:
+        line = (await stream.readline()).decode()
+        if not line:
+            raise AssertionError("serve exited before it listened")
+        if "listening on" in line:
+            return line.rsplit(" ", 1)[1].strip()
+
+
+async def test_serve_with_embedded_servers_and_clean_shutdown(tmp_path: Path) -> None:
+    data_dir = (tmp_path / "data").resolve()
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "unimatch.cli", "serve", "--port", str(port),
+        env=_env(data_dir), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    try:
+        url = await asyncio.wait_for(_read_url(proc.stdout), START_TIMEOUT)
+        assert url == f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/readyz") as response:
+                body = await response.json()
+                assert response.status == 200, body
+                assert body["checks"] == {"postgres": "ok", "redis": "ok", "actors": "ok"}
+        running = _processes_of(proc.pid, data_dir)
+        names = " ".join(p.name() for p in running)
+        assert "postgres" in names and "redis-server" in names and "raylet" in names
+        assert (data_dir / "jwt_secret").exists()
+
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
+        assert proc.returncode == 0
+        assert b"UniMatch stopped" in stdout
+        _, alive = psutil.wait_procs(running, timeout=30)
+        assert alive == [], [(p.pid, p.name()) for p in alive]
+        assert _processes_of(proc.pid, data_dir) == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    # The embedded PostgreSQL kept its data: a second start finds the schema.
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "unimatch.cli", "migrate",
+        env=_env(data_dir), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(migrate.communicate(), START_TIMEOUT)
+    assert migrate.returncode == 0
+    assert out.decode().startswith("applied 0 migration(s)")
+    assert _processes_of(migrate.pid, data_dir) == []
