@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,24 +25,67 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(4)}"
 
 
-def _dsn_for(database: str) -> str:
-    base, _, _ = PG_ADMIN_DSN.rpartition("/")
-    return f"{base}/{database}"
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def dsn_for(admin_dsn: str, database: str) -> str:
+    base, _, query = admin_dsn.partition("?")
+    base = base.rpartition("/")[0]
+    return f"{base}/{database}" + (f"?{query}" if query else "")
 
 
 @pytest.fixture(scope="session")
-async def pg_dsn() -> AsyncIterator[str]:
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(PostgreSQL admin DSN, Redis URL): the machine's servers, or embedded
+    ones started for this run when none answers on the default ports."""
+    from unimatch.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    # TEST_SERVICES=embedded forces the embedded servers even when the
+    # machine's answer (to check that path).
+    force = os.environ.get("TEST_SERVICES") == "embedded"
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    admin_dsn, redis_url = PG_ADMIN_DSN, TEST_REDIS_URL
+    root = tmp_path_factory.mktemp("services")
+    try:
+        if force or ("TEST_PG_ADMIN_DSN" not in os.environ
+                      and not _reachable("127.0.0.1", 5432)):
+            postgres = EmbeddedPostgres(root)
+            started.append(postgres)
+            admin_dsn = dsn_for(postgres.start(), "postgres")
+        if force or ("TEST_REDIS_URL" not in os.environ
+                      and not _reachable("127.0.0.1", 6379)):
+            redis = EmbeddedRedis(root)
+            started.append(redis)
+            redis_url = redis.start()
+        yield admin_dsn, redis_url
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(services: tuple[str, str]) -> str:
+    return services[0]
+
+
+@pytest.fixture(scope="session")
+async def pg_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database of this run's own, migrated, dropped at the end."""
     name = f"unimatch_test_{RUN_ID}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    admin = await asyncpg.connect(pg_admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    dsn = _dsn_for(name)
+    dsn = dsn_for(pg_admin_dsn, name)
     await apply_migrations(dsn)
     yield dsn
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    admin = await asyncpg.connect(pg_admin_dsn)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -59,11 +103,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def config(pg_dsn: str, redis_prefix: str, data_dir: Path) -> Config:
+def config(
+    pg_dsn: str, services: tuple[str, str], redis_prefix: str, data_dir: Path
+) -> Config:
     return Config(
         data_dir=data_dir,
         database_url=pg_dsn,
-        redis_url=TEST_REDIS_URL,
+        redis_url=services[1],
         jwt_secret="test-secret-" + RUN_ID,
         media_root=data_dir / "media",
         redis_prefix=redis_prefix,

@@ -9,30 +9,30 @@ import sys
 
 import asyncpg
 
-from tests.conftest import PG_ADMIN_DSN, _dsn_for
+from tests.conftest import dsn_for
 from unimatch.storage.migrations import apply_migrations, discover
 
 
-async def _fresh_database() -> tuple[str, str]:
+async def _fresh_database(admin_dsn: str) -> tuple[str, str]:
     name = f"unimatch_mig_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return name, _dsn_for(name)
+    return name, dsn_for(admin_dsn, name)
 
 
-async def _drop(name: str) -> None:
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+async def _drop(admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 
 
-async def test_migrations_apply_once_and_reapply_as_noop() -> None:
-    name, dsn = await _fresh_database()
+async def test_migrations_apply_once_and_reapply_as_noop(pg_admin_dsn: str) -> None:
+    name, dsn = await _fresh_database(pg_admin_dsn)
     try:
         versions = [m.version for m in discover()]
         assert versions == sorted(versions) and len(versions) >= 2
@@ -49,11 +49,11 @@ async def test_migrations_apply_once_and_reapply_as_noop() -> None:
         assert recorded == versions
         assert campuses >= 40 and interests >= 40
     finally:
-        await _drop(name)
+        await _drop(pg_admin_dsn, name)
 
 
-async def test_concurrent_migrate_processes_do_not_collide() -> None:
-    name, dsn = await _fresh_database()
+async def test_concurrent_migrate_processes_do_not_collide(pg_admin_dsn: str) -> None:
+    name, dsn = await _fresh_database(pg_admin_dsn)
     env_dsn = {"DATABASE_URL": dsn, "REDIS_URL": "redis://127.0.0.1:6379/0",
                "JWT_SECRET": "x"}
     try:
@@ -83,4 +83,4 @@ async def test_concurrent_migrate_processes_do_not_collide() -> None:
             await conn.close()
         assert rows == total
     finally:
-        await _drop(name)
+        await _drop(pg_admin_dsn, name)

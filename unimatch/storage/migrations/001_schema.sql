@@ -1,7 +1,7 @@
 -- The whole schema of the contract: accounts, profiles, discover and match,
 -- chat, notifications, webhooks, moderation and the durable job queue.
+-- gen_random_uuid() is built into PostgreSQL 13+, so no extension is needed.
 
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 CREATE TABLE campuses (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
