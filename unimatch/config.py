@@ -101,6 +101,8 @@ class Config:
     redis_prefix: str = ""
     # Extra virtual-actor kinds, as (kind, "module:Class") pairs.
     actor_kinds: tuple[tuple[str, str], ...] = ()
+    # Webhook deliveries to private, loopback or link-local addresses (SSRF).
+    webhook_allow_private: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Config:
@@ -147,6 +149,7 @@ class Config:
             ws_heartbeat=_float(merged, "WS_HEARTBEAT_SECONDS", 30.0),
             namespace=merged.get("RAY_NAMESPACE", "unimatch"),
             redis_prefix=merged.get("REDIS_PREFIX", ""),
+            webhook_allow_private=_bool(merged.get("WEBHOOK_ALLOW_PRIVATE", "false")),
         )
 
     def with_(self, **changes: object) -> Config:
