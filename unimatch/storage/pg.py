@@ -121,18 +121,8 @@ class Database:
             yield conn
 
     async def _run(self, method: str, query: str, *args: Any) -> Any:
-        # A query that fails because the connection died is safe to retry only
-        # when nothing was committed; single statements outside a transaction
-        # either ran whole or not at all, so one retry on a fresh connection
-        # is what a caller would do anyway.
-        for attempt in range(2):
-            try:
-                async with self.connection() as conn:
-                    return await getattr(conn, method)(query, *args)
-            except Unavailable:
-                if attempt == 1:
-                    raise
-        raise AssertionError("unreachable")
+        async with self.connection() as conn:
+            return await getattr(conn, method)(query, *args)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return await self._run("fetch", query, *args)
