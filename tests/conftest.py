@@ -119,6 +119,8 @@ def config(
         pg_pool_overflow=5,
         namespace=f"unimatch-test-{RUN_ID}",
         actor_kinds=(("counter", "tests.actor_kinds:Counter"),),
+        # Webhook receivers in tests listen on loopback.
+        webhook_allow_private=True,
     )
 
 
