@@ -110,7 +110,8 @@ def config(
         data_dir=data_dir,
         database_url=pg_dsn,
         redis_url=services[1],
-        jwt_secret="test-secret-" + RUN_ID,
+        # HS256 wants a key of at least 32 bytes (PyJWT warns below that).
+        jwt_secret="test-secret-" + RUN_ID + "-" + "k" * 32,
         media_root=data_dir / "media",
         redis_prefix=redis_prefix,
         shard_hosts=2,
