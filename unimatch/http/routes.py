@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from unimatch.http import ops
+from unimatch.http import notifications, ops, webhooks
 
 API_PREFIX = "/api/v1"
 
 
+def api(table: web.RouteTableDef) -> list[web.RouteDef]:
+    """A module's routes under `API_PREFIX` (modules declare bare paths)."""
+    return [
+        web.RouteDef(route.method, API_PREFIX + route.path, route.handler, route.kwargs)
+        for route in table
+        if isinstance(route, web.RouteDef)
+    ]
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes(ops.routes)
+    app.router.add_routes(api(notifications.routes))
+    app.router.add_routes(api(webhooks.routes))

@@ -1,0 +1,97 @@
+"""`GET /notifications`, `POST /notifications/read`.
+
+First pages are cached for 5 minutes in one JSON object under
+`notifications:{user_id}`, one entry per variant (`unread:<limit>`,
+`all:<limit>`), so clearing that single key (what every change does) drops
+every variant at once. Later pages (`before=`) always come from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from unimatch.errors import ValidationFailed
+from unimatch.http.keys import CACHE, DB
+from unimatch.http.permissions import IsAuthenticated, principal_of, requires
+from unimatch.http.validation import Fields, json_response, parse_uuid, read_json
+from unimatch.notify import clear_notifications_cache, notify, publish_notification
+from unimatch.storage import notifications as store
+from unimatch.storage.cache import NOTIFICATIONS_TTL, notifications_key
+
+__all__ = ["notify", "publish_notification", "routes"]
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 100
+MAX_IDS = 500
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/notifications")
+@requires(IsAuthenticated)
+async def list_notifications(request: web.Request) -> web.Response:
+    """Newest first. `unread=true` only unread ones; `before=<id>` the page
+    after that notification; `limit` 1-100 (default 50). `next_before` is the
+    cursor of the next page, null on the last one."""
+    user_id = principal_of(request).user_id
+    query = Fields(request.query)
+    unread_only = query.boolean("unread", required=False, default=False)
+    before = query.uuid("before", required=False)
+    limit = query.integer("limit", required=False, minimum=1, maximum=MAX_LIMIT,
+                          default=DEFAULT_LIMIT)
+    query.check()
+    assert limit is not None
+
+    cache = request.app[CACHE]
+    variant = f"{'unread' if unread_only else 'all'}:{limit}"
+    cached: dict[str, Any] | None = None
+    if before is None:
+        cached = await cache.get_json(notifications_key(user_id), cache="notifications")
+        if isinstance(cached, dict) and variant in cached:
+            return json_response(cached[variant])
+
+    page = await store.list_notifications(
+        request.app[DB], user_id, unread_only=bool(unread_only), before=before, limit=limit
+    )
+    if page is None:
+        raise ValidationFailed({"before": ["no such notification"]})
+    body = {
+        "notifications": page,
+        "next_before": page[-1]["id"] if len(page) == limit else None,
+    }
+    if before is None:
+        variants = cached if isinstance(cached, dict) else {}
+        variants[variant] = body
+        await cache.set_json(notifications_key(user_id), variants, NOTIFICATIONS_TTL)
+    return json_response(body)
+
+
+@routes.post("/notifications/read")
+@requires(IsAuthenticated)
+async def mark_read(request: web.Request) -> web.Response:
+    """`{ids: [...]}` marks those (all must be the caller's, else 400 and
+    nothing changes) or `{all: true}` marks every one; 204."""
+    user_id = principal_of(request).user_id
+    fields = Fields(await read_json(request))
+    if fields.has("ids") == fields.has("all"):
+        raise ValidationFailed({"body": ["give either ids or all"]})
+    db = request.app[DB]
+    if fields.has("all"):
+        if fields.boolean("all") is not True:
+            fields.error("all", "must be true")
+        fields.check()
+        await store.mark_all_read(db, user_id)
+    else:
+        ids = fields.items("ids", parse_uuid, min_items=1, max_items=MAX_IDS)
+        fields.check()
+        assert ids is not None
+        async with db.transaction() as conn:
+            foreign = await store.mark_read(conn, user_id, ids)
+            if foreign:
+                raise ValidationFailed(
+                    {"ids": ["no such notification: " + ", ".join(sorted(map(str, foreign)))]}
+                )
+    await clear_notifications_cache(request.app[CACHE], user_id)
+    return web.Response(status=204)
