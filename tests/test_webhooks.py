@@ -1,0 +1,282 @@
+"""Webhooks end to end: registration through the API, a notification, and the
+`deliver_webhook` job run by a real `JobRunner` against a real receiver on
+127.0.0.1 that checks signatures and fails on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.factories import make_user
+from unimatch.config import Config
+from unimatch.http.app import create_app
+from unimatch.notify import notify
+from unimatch.scheduler import webhooks as webhook_jobs
+from unimatch.scheduler.queue import Backoff
+from unimatch.scheduler.worker import JobRunner
+from unimatch.storage.pg import Database
+
+API = "/api/v1"
+DEADLINE = 30.0
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that answers the statuses it is told, in order."""
+
+    url: str
+    statuses: list[int] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    state = Receiver(url="")
+
+    async def hook(request: web.Request) -> web.Response:
+        state.requests.append((dict(request.headers), await request.read()))
+        status = state.statuses.pop(0) if state.statuses else 200
+        return web.Response(status=status, text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    state.url = f"http://127.0.0.1:{port}/hook"
+    yield state
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def client(aiohttp_client, config: Config) -> AsyncIterator[TestClient]:
+    yield await aiohttp_client(create_app(config))
+
+
+async def _runner(db: Database, config: Config) -> JobRunner:
+    runner = JobRunner(
+        db,
+        config,
+        workers=2,
+        kinds={"deliver_webhook"},
+        backoff=Backoff(base=0.05, cap=0.2),
+        poll_interval=0.05,
+    )
+    await runner.start()
+    return runner
+
+
+@pytest.fixture
+async def jobs(db: Database, config: Config) -> AsyncIterator[JobRunner]:
+    runner = await _runner(db, config)
+    yield runner
+    await runner.stop(grace=5)
+
+
+async def _wait_for(condition: Callable, what: str) -> object:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        value = await condition()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _create(client: TestClient, user, url: str, events: list[str]) -> dict:
+    response = await client.post(
+        f"{API}/webhooks", json={"url": url, "events": events}, headers=user.auth
+    )
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def _delivery(db: Database, webhook_id: str):
+    return await db.fetchrow(
+        "SELECT id, status, attempts, response_code, last_error FROM webhook_deliveries"
+        " WHERE webhook_id = $1",
+        uuid.UUID(webhook_id),
+    )
+
+
+def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers["X-UniMatch-Signature"])
+
+
+async def test_signed_delivery_retried_until_accepted(client, db, config, receiver, jobs):
+    user = await make_user(db, config)
+    created = await _create(client, user, receiver.url, ["match"])
+    assert len(created["secret"]) == 64 and created["events"] == ["match"]
+    receiver.statuses = [500, 500, 200]
+
+    notification = await notify(client.server.app, user.id, "match", {"match_id": "m-1"})
+
+    async def delivered():
+        row = await _delivery(db, created["webhook_id"])
+        return row if row is not None and row["status"] == "delivered" else None
+
+    row = await _wait_for(delivered, "the delivery")
+    assert row["attempts"] == 3 and row["response_code"] == 200
+
+    assert len(receiver.requests) == 3
+    delivery_ids = {headers["X-UniMatch-Delivery"] for headers, _ in receiver.requests}
+    assert delivery_ids == {str(row["id"])}
+    bodies = {body for _, body in receiver.requests}
+    assert len(bodies) == 1, "every attempt carries the same bytes"
+    for headers, body in receiver.requests:
+        assert headers["X-UniMatch-Event"] == "match"
+        assert headers["Content-Type"] == "application/json"
+        assert _verify(created["secret"], headers, body)
+        assert not _verify("another-secret", headers, body)
+    payload = orjson.loads(bodies.pop())
+    assert payload["event"] == "match"
+    assert payload["delivery_id"] == str(row["id"])
+    assert payload["user_id"] == str(user.id)
+    assert payload["notification"]["id"] == notification["id"]
+    assert payload["notification"]["payload"] == {"match_id": "m-1"}
+
+    response = await client.get(
+        f"{API}/webhooks/{created['webhook_id']}/deliveries", headers=user.auth
+    )
+    assert response.status == 200
+    (listed,) = (await response.json())["deliveries"]
+    assert listed["status"] == "delivered" and listed["attempts"] == 3
+
+
+async def test_only_subscribed_events_are_delivered(client, db, config, receiver, jobs):
+    user = await make_user(db, config)
+    created = await _create(client, user, receiver.url, ["warning"])
+    await notify(client.server.app, user.id, "match", {})
+    await notify(client.server.app, user.id, "warning", {"reason": "spam"})
+
+    async def delivered():
+        row = await _delivery(db, created["webhook_id"])
+        return row if row is not None and row["status"] == "delivered" else None
+
+    await _wait_for(delivered, "the warning delivery")
+    assert [h["X-UniMatch-Event"] for h, _ in receiver.requests] == ["warning"]
+
+
+async def test_deleted_webhook_gets_nothing(client, db, config, receiver):
+    user = await make_user(db, config)
+    created = await _create(client, user, receiver.url, ["match"])
+    await notify(client.server.app, user.id, "match", {})  # pending, not yet sent
+    response = await client.delete(f"{API}/webhooks/{created['webhook_id']}", headers=user.auth)
+    assert response.status == 204
+    runner = await _runner(db, config)
+    try:
+        async def failed():
+            row = await _delivery(db, created["webhook_id"])
+            return row if row["status"] == "failed" else None
+
+        row = await _wait_for(failed, "the dropped delivery")
+    finally:
+        await runner.stop(grace=5)
+    assert row["last_error"] == "webhook deleted" and row["attempts"] == 0
+    assert receiver.requests == []
+    response = await client.get(f"{API}/webhooks", headers=user.auth)
+    assert (await response.json())["webhooks"] == []
+
+
+async def test_private_addresses_refused_unless_allowed(aiohttp_client, db, config, receiver):
+    strict = config.with_(webhook_allow_private=False)
+    client = await aiohttp_client(create_app(strict))
+    user = await make_user(db, config)
+    for url in ("http://127.0.0.1:8080/h", "http://10.1.2.3/h", "http://localhost/h",
+                "http://[::1]/h", "http://169.254.169.254/latest", "http://0.0.0.0/h"):
+        response = await client.post(
+            f"{API}/webhooks", json={"url": url, "events": ["match"]}, headers=user.auth
+        )
+        assert response.status == 400, url
+        assert "private" in (await response.json())["detail"]["url"][0]
+
+    # A name is accepted, then refused at delivery by the address it resolves
+    # to (this machine's own name is a loopback address here).
+    hostname = socket.gethostname()
+    assert not webhook_jobs.is_public_address(socket.gethostbyname(hostname))
+    port = receiver.url.rsplit(":", 1)[1].split("/")[0]
+    created = await _create(client, user, f"http://{hostname}:{port}/hook", ["match"])
+    await notify(client.server.app, user.id, "match", {})
+    runner = await _runner(db, strict)
+    try:
+        async def failed():
+            row = await _delivery(db, created["webhook_id"])
+            return row if row["status"] == "failed" else None
+
+        row = await _wait_for(failed, "the refused delivery")
+    finally:
+        await runner.stop(grace=5)
+    assert "non-public" in row["last_error"] and row["attempts"] == 1
+    assert receiver.requests == []
+
+
+async def test_registration_validation_and_ownership(client, db, config):
+    user = await make_user(db, config)
+    other = await make_user(db, config)
+    bad_bodies = [
+        {"url": "ftp://example.com/h", "events": ["match"]},
+        {"url": "https://user:pw@example.com/h", "events": ["match"]},
+        {"url": "https://@example.com/h", "events": ["match"]},
+        {"url": "not a url", "events": ["match"]},
+        {"url": "https:///path", "events": ["match"]},
+        {"url": "https://example.com/h", "events": []},
+        {"url": "https://example.com/h", "events": ["bogus"]},
+        {"url": "https://example.com/h", "events": ["match", "match"]},
+        {"url": "https://example.com/h"},
+        {"events": ["match"]},
+    ]
+    for body in bad_bodies:
+        response = await client.post(f"{API}/webhooks", json=body, headers=user.auth)
+        assert response.status == 400, body
+        assert (await response.json())["error"] == "validation_failed"
+
+    created = await _create(client, user, "https://example.com/h", ["message", "match"])
+    assert created["events"] == ["match", "message"]
+    response = await client.get(f"{API}/webhooks", headers=user.auth)
+    (listed,) = (await response.json())["webhooks"]
+    assert listed["webhook_id"] == created["webhook_id"] and "secret" not in listed
+
+    for method, path in (("DELETE", ""), ("GET", "/deliveries")):
+        response = await client.request(
+            method, f"{API}/webhooks/{created['webhook_id']}{path}", headers=other.auth
+        )
+        assert response.status == 404
+    response = await client.delete(f"{API}/webhooks/{created['webhook_id']}", headers=user.auth)
+    assert response.status == 204
+    response = await client.delete(f"{API}/webhooks/{created['webhook_id']}", headers=user.auth)
+    assert response.status == 404
+    response = await client.delete(f"{API}/webhooks/not-a-uuid", headers=user.auth)
+    assert response.status == 404
+
+    response = await client.get(f"{API}/webhooks")
+    assert response.status == 401
+    unverified = await make_user(db, config, verified=False)
+    response = await client.get(f"{API}/webhooks", headers=unverified.auth)
+    assert (await response.json())["error"] == "unverified"
+
+
+async def test_at_most_ten_webhooks(client, db, config):
+    user = await make_user(db, config)
+    results = await asyncio.gather(*(
+        client.post(f"{API}/webhooks", json={"url": f"https://example.com/{i}",
+                                             "events": ["match"]}, headers=user.auth)
+        for i in range(12)
+    ))
+    statuses = sorted(r.status for r in results)
+    assert statuses == [201] * 10 + [409] * 2
+    conflict = next(r for r in results if r.status == 409)
+    assert (await conflict.json())["error"] == "too_many_webhooks"
