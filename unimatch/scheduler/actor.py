@@ -1,0 +1,189 @@
+"""`SchedulerActor`: the Ray actor that runs the job queue and the schedule.
+
+One per platform is enough (named "scheduler"); more are safe, since claims
+skip each other's rows and periodic jobs are deduplicated per period. Ray
+restarts it when its process dies (`max_restarts=-1`); jobs it held come back
+after their lease, so nothing acknowledged is lost.
+
+To add job kinds, register handlers in a module (see `handlers`) and list the
+module in `HANDLER_MODULES`, or create one of `OPTIONAL_HANDLER_MODULES`,
+which are imported when they exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from unimatch.config import Config
+from unimatch.scheduler import queue
+from unimatch.scheduler.mail import Mailer
+from unimatch.scheduler.periodic import PeriodicEnqueuer
+from unimatch.scheduler.queue import Backoff
+from unimatch.scheduler.worker import JobRunner
+from unimatch.storage.cache import Cache, connect_redis
+from unimatch.storage.pg import Database
+
+log = logging.getLogger("unimatch.scheduler")
+
+HANDLER_MODULES = ["unimatch.scheduler.mail", "unimatch.scheduler.periodic"]
+# Written by other features; imported only when present.
+OPTIONAL_HANDLER_MODULES = ["unimatch.scheduler.webhooks", "unimatch.http.feed_jobs"]
+
+_DRAIN_GRACE_SECONDS = 30.0
+
+
+def import_handler_modules(extra: Sequence[str] = ()) -> list[str]:
+    """Import every handler module (registering its kinds); return their names."""
+    imported = []
+    for name in [*HANDLER_MODULES, *extra]:
+        importlib.import_module(name)
+        imported.append(name)
+    for name in OPTIONAL_HANDLER_MODULES:
+        if _module_exists(name):
+            importlib.import_module(name)
+            imported.append(name)
+    return imported
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+class SchedulerActor:
+    """Runs a `JobRunner` with `config.scheduler_workers` workers and the
+    periodic enqueuer. Options are for tests and special deployments:
+    `kinds` restricts which kinds it claims, `periodic=False` leaves the
+    schedule to another scheduler, `handler_modules` adds modules to import."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        poll_interval: float = 1.0,
+        backoff_base: float = 2.0,
+        kinds: Collection[str] | None = None,
+        periodic: bool = True,
+        handler_modules: Sequence[str] = (),
+    ) -> None:
+        self.config = config
+        self._options: dict[str, Any] = {
+            "poll_interval": poll_interval,
+            "backoff": Backoff(base=backoff_base),
+            "kinds": kinds,
+        }
+        self._periodic_enabled = periodic
+        self._handler_modules = tuple(handler_modules)
+        self.db: Database | None = None
+        self.cache: Cache | None = None
+        self.runner: JobRunner | None = None
+        self.periodic: PeriodicEnqueuer | None = None
+        self._draining = False
+        # Only scheduled here: `ready()` reports how it went.
+        self._startup = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        if not self.config.database_url:
+            raise RuntimeError("the scheduler needs config.database_url")
+        modules = import_handler_modules(self._handler_modules)
+        workers = self.config.scheduler_workers
+        # Workers + the LISTEN connection + the periodic enqueuer; the overflow
+        # serves handlers that open connections of their own.
+        self.db = await Database.connect(
+            self.config.database_url,
+            size=workers + 2,
+            overflow=self.config.pg_pool_overflow,
+            retries=self.config.pg_retries,
+            slow_query_ms=self.config.slow_query_ms,
+        )
+        services: dict[type, object] = {Mailer: Mailer(self.config)}
+        if self.config.redis_url:
+            self.cache = Cache(connect_redis(self.config.redis_url), self.config.redis_prefix)
+            services[Cache] = self.cache
+        self.runner = JobRunner(
+            self.db, self.config, workers=workers, services=services, **self._options
+        )
+        await self.runner.start()
+        if self._periodic_enabled:
+            self.periodic = PeriodicEnqueuer(self.db)
+            self.periodic.start()
+        log.info("scheduler started: %d workers, handler modules %s", workers, modules)
+
+    async def ready(self) -> None:
+        """Returns once started; re-raises whatever made the start fail."""
+        await self._startup
+
+    def check_health(self) -> None:
+        """Raises when startup failed or a worker died, for whoever watches
+        the platform's actors (readiness, a supervisor that restarts it)."""
+        if self._startup.done():
+            if not self._startup.cancelled() and self._startup.exception() is not None:
+                raise RuntimeError("scheduler failed to start") from self._startup.exception()
+            if self.runner is not None and not self._draining:
+                self.runner.check_health()
+
+    async def drain(self, grace: float = _DRAIN_GRACE_SECONDS) -> None:
+        """Stop scheduling and claiming, let running jobs finish (up to
+        `grace` seconds, then they are released for another scheduler), and
+        close the clients. Idempotent."""
+        self._draining = True
+        if not self._startup.done():
+            self._startup.cancel()
+        await asyncio.gather(self._startup, return_exceptions=True)
+        if self.periodic is not None:
+            await self.periodic.stop()
+        if self.runner is not None:
+            await self.runner.stop(grace)
+        if self.cache is not None:
+            await self.cache.close()
+            self.cache = None
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """`{kind: {"queued" | "running" | "dead": count}}` over the whole queue,
+        plus `{"_runner": {"running_jobs": n}}` for this actor."""
+        await self._startup
+        assert self.db is not None and self.runner is not None
+        result = await queue.counts(self.db)
+        result["_runner"] = {"running_jobs": self.runner.running_jobs}
+        return result
+
+
+def start_scheduler(config: Config, *, name: str = "scheduler", **options: Any) -> Any:
+    """Create the scheduler as a named Ray actor in `config.namespace` and
+    return its handle (await `handle.ready.remote()` before relying on it).
+    `options` go to `SchedulerActor`."""
+    import ray
+
+    actor_class = ray.remote(SchedulerActor)
+    return actor_class.options(  # type: ignore[attr-defined]
+        name=name,
+        namespace=config.namespace,
+        num_cpus=0,
+        max_restarts=-1,
+        # A retried call after a restart could drain twice or report a stale
+        # state; callers decide whether to call again.
+        max_task_retries=0,
+        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+    ).remote(config, **options)
+
+
+def stop_scheduler(handle: Any, *, grace: float = _DRAIN_GRACE_SECONDS) -> None:
+    """Drain the actor (running jobs finish or are released), then kill it for
+    good. Blocking: from async code, run it in a thread."""
+    import ray
+
+    try:
+        ray.get(handle.drain.remote(grace), timeout=grace + 30)
+    except Exception as exc:
+        log.warning("scheduler did not drain cleanly: %r", exc)
+    ray.kill(handle, no_restart=True)
