@@ -283,7 +283,9 @@ class ShardHost:
         self._activations_total += 1
         ACTOR_ACTIVATIONS.labels(activation.kind).inc()
         ACTORS_ACTIVE.labels(activation.kind).inc()
+        # Labelled children looked up once per activation, not per message.
         latency = ACTOR_CALL_LATENCY.labels(activation.kind)
+        counted = {o: ACTOR_CALLS.labels(activation.kind, o) for o in ("ok", "error", "failed")}
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -313,7 +315,7 @@ class ShardHost:
                             Unavailable("actor_stopped", code="service_unavailable")
                         )
                 latency.observe(now - message.enqueued)
-                ACTOR_CALLS.labels(activation.kind, outcome).inc()
+                counted[outcome].inc()
         finally:
             ACTORS_ACTIVE.labels(activation.kind).dec()
             self._fail_queued(activation, Unavailable("actor_stopped", code="service_unavailable"))
