@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from unimatch.http import notifications, ops, webhooks
+from unimatch.http import auth, discover, moderation, notifications, ops, photos, profile, webhooks
+from unimatch.http.chat import routes as chat_routes
+from unimatch.ws.endpoint import setup_ws
 
 API_PREFIX = "/api/v1"
 
@@ -22,3 +24,11 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(ops.routes)
     app.router.add_routes(api(notifications.routes))
     app.router.add_routes(api(webhooks.routes))
+    app.router.add_routes(api(moderation.routes))
+    app.router.add_routes(api(auth.routes))
+    app.router.add_routes(api(profile.routes))
+    app.router.add_routes(api(photos.routes))
+    app.router.add_routes(photos.media_routes)
+    app.router.add_routes(api(discover.routes))
+    app.router.add_routes(api(chat_routes))
+    setup_ws(app)

@@ -1,0 +1,123 @@
+"""Photos: `POST /me/photos`, `DELETE /me/photos/{photo_id}` and the files
+themselves at `/media/{name}` (no API prefix).
+
+An upload is read as a stream and refused with 413 as soon as it passes
+`max_photo_bytes`; then it is decoded and re-encoded in a worker thread
+(see `unimatch.media`), so the event loop never waits on Pillow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from unimatch import media
+from unimatch.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
+from unimatch.http.keys import CACHE, CONFIG, DB
+from unimatch.http.permissions import IsAuthenticated, principal_of, requires
+from unimatch.http.profile import forget_profile
+from unimatch.http.validation import json_response, path_uuid
+from unimatch.storage import profiles
+
+routes = web.RouteTableDef()
+media_routes = web.RouteTableDef()
+
+FIELD = "photo"
+_CHUNK = 64 * 1024
+# Room for the multipart envelope (boundaries, part headers) around the file.
+_ENVELOPE = 16 * 1024
+MEDIA_HEADERS = {
+    # Names are random and files never change: cache forever.
+    "Cache-Control": "public, max-age=31536000, immutable",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"a photo may be at most {limit // (1024 * 1024)} MB",
+                           code="payload_too_large")
+
+
+async def _read_photo(request: web.Request, limit: int) -> bytes:
+    """The bytes of the `photo` part, at most `limit` of them."""
+    if request.content_type != "multipart/form-data":
+        raise UnsupportedMedia(
+            f"send multipart/form-data with the image in the field {FIELD!r}",
+            code="unsupported_media_type",
+        )
+    if request.content_length is not None and request.content_length > limit + _ENVELOPE:
+        raise _too_large(limit)
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if getattr(part, "name", None) != FIELD:
+                continue
+            data = bytearray()
+            while chunk := await part.read_chunk(_CHUNK):  # type: ignore[union-attr]
+                data += chunk
+                if len(data) > limit:
+                    raise _too_large(limit)
+            return bytes(data)
+    except (ValueError, AssertionError) as exc:
+        raise ValidationFailed({FIELD: ["malformed multipart body"]}) from exc
+    raise ValidationFailed({FIELD: ["this field is required"]})
+
+
+@routes.post("/me/photos")
+@requires(IsAuthenticated)
+async def upload_photo(request: web.Request) -> web.Response:
+    config, db = request.app[CONFIG], request.app[DB]
+    user_id = principal_of(request).user_id
+    # Checked again under a lock when recording; this spares the decoding work.
+    if await profiles.photo_count(db, user_id) >= config.max_photos:
+        raise profiles.too_many_photos(config.max_photos)
+    data = await _read_photo(request, config.max_photo_bytes)
+    clean = await asyncio.to_thread(media.process_photo, data)
+    name = media.new_media_name(clean.suffix)
+    await asyncio.to_thread(media.store_file, config.media_root, name, clean.data)
+    try:
+        photo_id = await profiles.add_photo(
+            db,
+            user_id,
+            filename=name,
+            content_type=clean.content_type,
+            width=clean.width,
+            height=clean.height,
+            size_bytes=len(clean.data),
+            max_photos=config.max_photos,
+        )
+    except BaseException:
+        await asyncio.to_thread(media.remove_file, config.media_root, name)
+        raise
+    await forget_profile(request.app[CACHE], user_id)
+    return json_response(
+        {"photo_id": photo_id, "url": profiles.photo_url(name),
+         "width": clean.width, "height": clean.height},
+        status=201,
+    )
+
+
+@routes.delete("/me/photos/{photo_id}")
+@requires(IsAuthenticated)
+async def delete_photo(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    user_id = principal_of(request).user_id
+    photo_id = path_uuid(request, "photo_id")
+    name = await profiles.delete_photo(request.app[DB], user_id, photo_id)
+    if name is None:
+        raise NotFound("no such photo")
+    await asyncio.to_thread(media.remove_file, config.media_root, name)
+    await forget_profile(request.app[CACHE], user_id)
+    return web.Response(status=204)
+
+
+@media_routes.get("/media/{name}")
+async def serve_media(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if not media.MEDIA_NAME.match(name):
+        raise NotFound("no such file")
+    path = request.app[CONFIG].media_root / name
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFound("no such file")
+    return web.FileResponse(path, headers=MEDIA_HEADERS)

@@ -1,0 +1,129 @@
+"""Uploaded photos: decoded to prove they are images, re-encoded clean.
+
+A photo is accepted only when Pillow decodes it fully as JPEG, PNG or WebP
+(the declared type and file name count for nothing). It is then turned
+upright by its EXIF orientation, scaled down to `MAX_SIDE` and re-encoded as
+a JPEG that carries no metadata at all: no EXIF (where phones put GPS
+coordinates), no ICC profile, no text chunks. Location data in a dating-app
+photo is a safety risk, so nothing of the original file survives but pixels.
+
+Decoding is CPU-bound: callers run `process_photo` in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from unimatch.errors import UnsupportedMedia, ValidationFailed
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+# Pixels decoded at most: a 5 MB file can claim a gigapixel canvas.
+MAX_PIXELS = 40_000_000
+MAX_SIDE = 2048
+JPEG_QUALITY = 85
+OUTPUT_CONTENT_TYPE = "image/jpeg"
+OUTPUT_SUFFIX = ".jpg"
+
+# Names we generate: 32 hex digits and a known suffix. Anything else under
+# /media is not ours to serve.
+MEDIA_NAME = re.compile(r"^[0-9a-f]{32}\.(jpg|png|webp)$")
+
+
+@dataclass(frozen=True)
+class CleanPhoto:
+    data: bytes
+    width: int
+    height: int
+    content_type: str = OUTPUT_CONTENT_TYPE
+    suffix: str = OUTPUT_SUFFIX
+
+
+def _unsupported() -> UnsupportedMedia:
+    return UnsupportedMedia(
+        "not a JPEG, PNG or WebP image", code="unsupported_media_type"
+    )
+
+
+def _decode(data: bytes) -> Image.Image:
+    try:
+        # `verify` checks the file's structure but leaves the image unusable,
+        # so it is opened twice; `load` then decodes every pixel.
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as probe:
+            _check_size(probe.size)
+            probe.verify()
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        _check_size(image.size)
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_many_pixels() from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise _unsupported() from None
+    return image
+
+
+def _too_many_pixels() -> ValidationFailed:
+    return ValidationFailed(
+        {"photo": [f"image too large: at most {MAX_PIXELS:,} pixels"]}, code="image_too_large"
+    )
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise _unsupported()
+    if width * height > MAX_PIXELS:
+        raise _too_many_pixels()
+
+
+def process_photo(data: bytes) -> CleanPhoto:
+    """Decode `data` and re-encode it without metadata. Raises
+    `UnsupportedMedia` for anything that is not a decodable JPEG, PNG or WebP."""
+    image = _decode(data)
+    try:
+        upright = ImageOps.exif_transpose(image)
+        if upright.mode not in ("RGB", "L"):
+            rgba = upright.convert("RGBA")
+            # Transparent areas become white, not black, in a JPEG.
+            background = Image.new("RGB", rgba.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            upright = background
+        upright.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        # A fresh image holds pixels only: no `info` (EXIF, ICC, text) to leak.
+        clean = Image.new(upright.mode, upright.size)
+        clean.paste(upright)
+        out = io.BytesIO()
+        clean.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    except (OSError, ValueError) as exc:
+        raise _unsupported() from exc
+    finally:
+        image.close()
+    return CleanPhoto(out.getvalue(), clean.width, clean.height)
+
+
+def new_media_name(suffix: str = OUTPUT_SUFFIX) -> str:
+    return secrets.token_hex(16) + suffix
+
+
+def store_file(media_root: Path, name: str, data: bytes) -> Path:
+    """Write atomically (aside, then renamed): a reader never sees half a file."""
+    media_root.mkdir(parents=True, exist_ok=True)
+    path = media_root / name
+    partial = media_root / f".{name}.partial"
+    with open(partial, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
+    return path
+
+
+def remove_file(media_root: Path, name: str) -> None:
+    if MEDIA_NAME.match(name):
+        (media_root / name).unlink(missing_ok=True)
