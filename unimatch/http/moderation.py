@@ -1,0 +1,213 @@
+"""Reports (any verified user) and moderation (moderators only).
+
+The rules (what a suspension ends, which reports a resolution closes) live in
+`storage.moderation`; this module validates, runs them in one transaction,
+and after the commit does what cannot be rolled back: closes the suspended
+user's sockets with 4003, tells former partners their match ended, clears
+caches and publishes notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from unimatch.errors import NotFound, ValidationFailed
+from unimatch.http.keys import CACHE, DB, DIRECTORY, LIMITER
+from unimatch.http.permissions import IsModerator, IsVerified, principal_of, requires
+from unimatch.http.validation import Fields, json_response, path_uuid, read_json
+from unimatch.notify import clear_notifications_cache, publish_notification, push_to_user
+from unimatch.storage import moderation as store
+from unimatch.storage.cache import feed_key, match_list_key, profile_key
+from unimatch.storage.ratelimit import Limit
+
+log = logging.getLogger("unimatch.moderation")
+
+REPORTS_PER_HOUR = Limit(burst=20, per_seconds=3600)
+SUSPENDED_CLOSE_CODE = 4003
+MAX_REASON = 500
+MAX_DETAILS = 2000
+
+routes = web.RouteTableDef()
+
+
+def _future(fields: Fields, name: str, value: dt.datetime | None) -> None:
+    if value is not None and value <= dt.datetime.now(dt.UTC):
+        fields.error(name, "must be in the future")
+
+
+async def _disconnect(directory: Any, user_id: uuid.UUID) -> None:
+    if directory is None:
+        return
+    try:
+        await directory.call(
+            "user", str(user_id), "disconnect", SUSPENDED_CLOSE_CODE, "suspended"
+        )
+    except Exception as exc:
+        log.warning("could not close the sockets of suspended user %s: %r", user_id, exc)
+
+
+async def _after_suspension(
+    app: web.Application, user_id: uuid.UUID, suspended: store.Suspended
+) -> None:
+    """After the commit: every socket of the user closed with 4003 at once,
+    then partners told (`unmatch` frames) and caches cleared."""
+    directory = app[DIRECTORY]
+    await _disconnect(directory, user_id)
+    partners = [partner for _, partner in suspended.ended_matches]
+    await app[CACHE].delete(
+        profile_key(user_id), feed_key(user_id), match_list_key(user_id),
+        *(match_list_key(partner) for partner in partners),
+    )
+    await clear_notifications_cache(app[CACHE], user_id)
+    await asyncio.gather(*(
+        push_to_user(directory, partner, [{"type": "unmatch", "match_id": str(match_id)}])
+        for match_id, partner in suspended.ended_matches
+    ))
+
+
+@routes.post("/reports")
+@requires(IsVerified)
+async def create_report(request: web.Request) -> web.Response:
+    """201 `{report_id, created_at}`; at most 20 reports an hour per reporter."""
+    reporter_id = principal_of(request).user_id
+    fields = Fields(await read_json(request))
+    reported_id = fields.uuid("reported_user_id")
+    reason = fields.choice("reason", store.REASONS)
+    details = fields.string("details", required=False, max_len=MAX_DETAILS, default="")
+    if reported_id is not None and reported_id == reporter_id:
+        fields.error("reported_user_id", "you cannot report yourself")
+    fields.check()
+    assert reported_id is not None and reason is not None
+
+    db = request.app[DB]
+    if not await store.user_exists(db, reported_id):
+        raise NotFound("no such user")
+    await request.app[LIMITER].require(
+        f"reports:{reporter_id}", REPORTS_PER_HOUR, "too many reports; try again later"
+    )
+    report = await store.create_report(db, reporter_id, reported_id, reason, details or "")
+    log.info("user %s reported %s (%s): report %s", reporter_id, reported_id, reason,
+             report["report_id"])
+    return json_response(report, status=201)
+
+
+@routes.get("/moderation/reports")
+@requires(IsModerator)
+async def list_reports(request: web.Request) -> web.Response:
+    """The queue, oldest first. `status` open (default), resolved or all;
+    `reported_user_id` narrows to one user; `after=<report_id>` and `limit`
+    (1-100, default 50) paginate; `next_after` is the next page's cursor."""
+    query = Fields(request.query)
+    status = query.choice("status", (*store.STATUSES, "all"), required=False) or "open"
+    reported_id = query.uuid("reported_user_id", required=False)
+    after = query.uuid("after", required=False)
+    limit = query.integer("limit", required=False, minimum=1, maximum=100, default=50)
+    query.check()
+    assert limit is not None
+    page = await store.list_reports(
+        request.app[DB],
+        status=None if status == "all" else status,
+        reported_user_id=reported_id,
+        after=after,
+        limit=limit,
+    )
+    if page is None:
+        raise ValidationFailed({"after": ["no such report"]})
+    next_after = page[-1]["report_id"] if len(page) == limit else None
+    return json_response({"reports": page, "next_after": next_after})
+
+
+@routes.get("/moderation/reports/{report_id}")
+@requires(IsModerator)
+async def get_report(request: web.Request) -> web.Response:
+    report = await store.get_report(request.app[DB], path_uuid(request, "report_id"))
+    if report is None:
+        raise NotFound("no such report")
+    return json_response(report)
+
+
+@routes.post("/moderation/reports/{report_id}/resolve")
+@requires(IsModerator)
+async def resolve_report(request: web.Request) -> web.Response:
+    """`{action: dismiss | warn | suspend | ban, until?}`: `until` is
+    required for suspend (in the future) and refused otherwise. 200
+    `{report, resolved_report_ids, suspension}`; 409 when already resolved.
+    Which reports a resolution closes: see `storage.moderation.resolve_report`."""
+    moderator_id = principal_of(request).user_id
+    report_id = path_uuid(request, "report_id")
+    fields = Fields(await read_json(request))
+    action = fields.choice("action", store.ACTIONS)
+    until = fields.datetime("until", required=action == "suspend")
+    if action in {"dismiss", "warn", "ban"} and until is not None:
+        fields.error("until", f"not allowed with {action}")
+    _future(fields, "until", until)
+    fields.check()
+    assert action is not None
+
+    async with request.app[DB].transaction() as conn:
+        resolution = await store.resolve_report(
+            conn, report_id, moderator_id, action=action, until=until
+        )
+    reported_id = uuid.UUID(resolution.report["reported_user"]["user_id"])
+    log.info(
+        "moderation: %s resolved report %s with %s (reports closed: %s)",
+        moderator_id, report_id, action, [str(i) for i in resolution.resolved_report_ids],
+    )
+    if resolution.suspended is not None:
+        await _after_suspension(request.app, reported_id, resolution.suspended)
+    for user_id, notification in resolution.notifications:
+        if user_id == reported_id and resolution.suspended is not None:
+            continue  # their sockets are closed; the row waits for them
+        await publish_notification(request.app, user_id, notification)
+    return json_response({
+        "report": resolution.report,
+        "resolved_report_ids": [str(i) for i in resolution.resolved_report_ids],
+        "suspension": None if resolution.suspended is None else resolution.suspended.suspension,
+    })
+
+
+@routes.post("/moderation/users/{user_id}/suspend")
+@requires(IsModerator)
+async def suspend(request: web.Request) -> web.Response:
+    """`{reason, until?}`: no `until` is a ban. 201 with the suspension, or
+    200 when it replaced one in force. 403 for a moderator or oneself."""
+    moderator_id = principal_of(request).user_id
+    user_id = path_uuid(request, "user_id")
+    fields = Fields(await read_json(request))
+    reason = fields.string("reason", min_len=1, max_len=MAX_REASON)
+    until = fields.datetime("until", required=False)
+    _future(fields, "until", until)
+    fields.check()
+    assert reason is not None
+
+    async with request.app[DB].transaction() as conn:
+        suspended = await store.suspend_user(
+            conn, user_id, moderator_id, reason=reason, until=until
+        )
+    log.info(
+        "moderation: %s suspended %s until %s (%s); %d matches ended%s",
+        moderator_id, user_id, until or "forever", reason, len(suspended.ended_matches),
+        " (replacing a suspension in force)" if suspended.replaced else "",
+    )
+    await _after_suspension(request.app, user_id, suspended)
+    return json_response(suspended.suspension, status=200 if suspended.replaced else 201)
+
+
+@routes.post("/moderation/users/{user_id}/unsuspend")
+@requires(IsModerator)
+async def unsuspend(request: web.Request) -> web.Response:
+    """204; 404 for no such user, 409 `not_suspended`. Ended matches stay ended."""
+    moderator_id = principal_of(request).user_id
+    user_id = path_uuid(request, "user_id")
+    async with request.app[DB].transaction() as conn:
+        lifted = await store.lift_suspension(conn, user_id, moderator_id)
+    log.info("moderation: %s lifted %s of %s", moderator_id,
+             [s["suspension_id"] for s in lifted], user_id)
+    await request.app[CACHE].delete(profile_key(user_id))
+    return web.Response(status=204)
