@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from unimatch.config import Config
-from unimatch.scheduler.actor import start_scheduler, stop_scheduler
+from unimatch.scheduler.actor import SchedulerActor, start_scheduler, stop_scheduler
 from unimatch.scheduler.mail import SEND_EMAIL, Mailer, enqueue_email, send_email
 from unimatch.scheduler.queue import Backoff, Job, enqueue
 from unimatch.scheduler.worker import JobRunner
@@ -273,3 +273,26 @@ async def test_scheduler_actor_delivers_a_mail_job_end_to_end(
         # Draining lets the job that sent the mail record its outcome.
         await asyncio.to_thread(stop_scheduler, handle, grace=10)
     assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "done"
+
+
+async def test_scheduler_claims_only_the_kinds_it_has_handlers_for(
+    db: Database, config: Config, tmp_path: Path
+) -> None:
+    # The same class in-process: no Ray needed to check its wiring.
+    stranger = f"test_stranger_{secrets.token_hex(4)}"
+    async with db.transaction() as conn:
+        job_id = await enqueue(conn, stranger, {})
+    scheduler = SchedulerActor(config.with_(data_dir=tmp_path), periodic=False)
+    try:
+        await asyncio.wait_for(scheduler.ready(), TIMEOUT)
+        scheduler.check_health()
+        assert scheduler.runner is not None and scheduler.runner.kinds is not None
+        assert {SEND_EMAIL, "cleanup_unverified", "backup_reports"} <= scheduler.runner.kinds
+        assert stranger not in scheduler.runner.kinds
+        stats = await scheduler.stats()
+        assert stats[stranger] == {"queued": 1}
+    finally:
+        await scheduler.drain(grace=5)
+    stored = await db.fetchrow("SELECT status, attempts FROM jobs WHERE id = $1", job_id)
+    assert (stored["status"], stored["attempts"]) == ("queued", 0)
+    await db.execute("DELETE FROM jobs WHERE id = $1", job_id)

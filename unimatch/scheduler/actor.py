@@ -21,6 +21,7 @@ from typing import Any
 
 from unimatch.config import Config
 from unimatch.scheduler import queue
+from unimatch.scheduler.handlers import HANDLERS
 from unimatch.scheduler.mail import Mailer
 from unimatch.scheduler.periodic import PeriodicEnqueuer
 from unimatch.scheduler.queue import Backoff
@@ -30,7 +31,11 @@ from unimatch.storage.pg import Database
 
 log = logging.getLogger("unimatch.scheduler")
 
-HANDLER_MODULES = ["unimatch.scheduler.mail", "unimatch.scheduler.periodic"]
+HANDLER_MODULES = [
+    "unimatch.scheduler.mail",
+    "unimatch.scheduler.periodic",
+    "unimatch.scheduler.feed_refresh",
+]
 # Written by other features; imported only when present.
 OPTIONAL_HANDLER_MODULES = ["unimatch.scheduler.webhooks", "unimatch.http.feed_jobs"]
 
@@ -59,9 +64,16 @@ def _module_exists(name: str) -> bool:
 
 class SchedulerActor:
     """Runs a `JobRunner` with `config.scheduler_workers` workers and the
-    periodic enqueuer. Options are for tests and special deployments:
-    `kinds` restricts which kinds it claims, `periodic=False` leaves the
-    schedule to another scheduler, `handler_modules` adds modules to import."""
+    periodic enqueuer.
+
+    It claims only the kinds registered by its handler modules: a job of a kind
+    it does not know (enqueued by a newer release during a rolling deploy, or
+    meant for another runner) waits for a scheduler that knows it instead of
+    burning its attempts here; `stats()` shows such jobs piling up. With
+    `claim_unknown=True` it claims every kind and fails unknown ones (they end
+    dead). Other options are for tests and special deployments: `kinds`
+    restricts the claim further, `periodic=False` leaves the schedule to
+    another scheduler, `handler_modules` adds modules to import."""
 
     def __init__(
         self,
@@ -70,6 +82,7 @@ class SchedulerActor:
         poll_interval: float = 1.0,
         backoff_base: float = 2.0,
         kinds: Collection[str] | None = None,
+        claim_unknown: bool = False,
         periodic: bool = True,
         handler_modules: Sequence[str] = (),
     ) -> None:
@@ -77,8 +90,9 @@ class SchedulerActor:
         self._options: dict[str, Any] = {
             "poll_interval": poll_interval,
             "backoff": Backoff(base=backoff_base),
-            "kinds": kinds,
         }
+        self._kinds = kinds
+        self._claim_unknown = claim_unknown
         self._periodic_enabled = periodic
         self._handler_modules = tuple(handler_modules)
         self.db: Database | None = None
@@ -107,14 +121,21 @@ class SchedulerActor:
         if self.config.redis_url:
             self.cache = Cache(connect_redis(self.config.redis_url), self.config.redis_prefix)
             services[Cache] = self.cache
+        kinds = self._kinds
+        if kinds is None and not self._claim_unknown:
+            kinds = sorted(HANDLERS)
         self.runner = JobRunner(
-            self.db, self.config, workers=workers, services=services, **self._options
+            self.db, self.config, workers=workers, services=services, kinds=kinds,
+            **self._options,
         )
         await self.runner.start()
         if self._periodic_enabled:
             self.periodic = PeriodicEnqueuer(self.db)
             self.periodic.start()
-        log.info("scheduler started: %d workers, handler modules %s", workers, modules)
+        log.info(
+            "scheduler started: %d workers, modules %s, kinds %s",
+            workers, modules, "all" if kinds is None else kinds,
+        )
 
     async def ready(self) -> None:
         """Returns once started; re-raises whatever made the start fail."""
