@@ -38,7 +38,7 @@ FEED_SIZE = 50
 # show it. `{u}` is the users alias.
 CARD_COLUMNS = """
     {u}.id AS user_id, {u}.display_name, {u}.year_of_study, {u}.bio,
-    (SELECT jsonb_build_object('id', ca.id, 'name', ca.name)
+    (SELECT jsonb_build_object('id', ca.id, 'name', ca.name, 'city', ca.city)
      FROM campuses ca WHERE ca.id = {u}.campus_id) AS campus,
     (SELECT coalesce(jsonb_agg(jsonb_build_object('id', i.id, 'name', i.name)
                                ORDER BY i.name), '[]'::jsonb)

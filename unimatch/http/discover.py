@@ -1,0 +1,115 @@
+"""Discover and match: the feed, swipes, the match list, unmatch and blocks.
+
+Swipes, unmatches and blocks go to the pair's `MatchActor` (the single writer
+of a pair); reads come straight from PostgreSQL through the caches.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from unimatch.errors import NotFound, ValidationFailed
+from unimatch.http.keys import CACHE, CONFIG, DB, directory_of
+from unimatch.http.permissions import IsProfileComplete, principal_of, requires
+from unimatch.http.validation import Fields, json_response, path_uuid, read_json
+from unimatch.pairs import pair_id
+from unimatch.storage import blocks as block_sql
+from unimatch.storage import matches as match_sql
+from unimatch.storage.cache import MATCH_LIST_TTL, match_list_key
+from unimatch.storage.feed import FEED_SIZE, load_feed
+
+routes = web.RouteTableDef()
+
+DEFAULT_PAGE = 20
+
+
+@routes.get("/discover")
+@requires(IsProfileComplete)
+async def discover(request: web.Request) -> web.Response:
+    """`?limit=` 1..50 (default 20): the best-scored candidates; `cached` says
+    whether the page came from `discover_feed:{user_id}`."""
+    fields = Fields(request.query)
+    limit = fields.integer("limit", required=False, minimum=1, maximum=FEED_SIZE,
+                           default=DEFAULT_PAGE)
+    fields.check()
+    assert limit is not None
+    me = principal_of(request).user_id
+    results, cached = await load_feed(request.app[DB], request.app[CACHE], me, limit)
+    return json_response({"results": results, "cached": cached})
+
+
+@routes.post("/swipes")
+@requires(IsProfileComplete)
+async def swipe(request: web.Request) -> web.Response:
+    """`{target_id, action: like | pass}` → 201 `{matched, match_id}`."""
+    fields = Fields(await read_json(request))
+    target = fields.uuid("target_id")
+    action = fields.choice("action", ("like", "pass"))
+    fields.check()
+    assert target is not None and action is not None
+    me = principal_of(request).user_id
+    if target == me:
+        raise ValidationFailed({"target_id": ["you cannot swipe yourself"]})
+    result = await directory_of(request.app).call(
+        "match", str(pair_id(me, target)), "swipe", str(me), str(target), action,
+        swipe_id=str(uuid.uuid4()),
+        like_limit=request.app[CONFIG].limit_likes_per_day,
+    )
+    return json_response(result, status=201)
+
+
+@routes.get("/matches")
+@requires(IsProfileComplete)
+async def list_matches(request: web.Request) -> web.Response:
+    """The user's active matches: the other user, the last message, the
+    unread count; cached as `match_list:{user_id}` for 2 minutes."""
+    me = principal_of(request).user_id
+    cache = request.app[CACHE]
+    key = match_list_key(me)
+    matches = await cache.get_json(key, cache="match_list")
+    if matches is None:
+        matches = await match_sql.list_matches(request.app[DB], me)
+        await cache.set_json(key, matches, MATCH_LIST_TTL)
+    return json_response(matches)
+
+
+@routes.delete("/matches/{match_id}")
+@requires(IsProfileComplete)
+async def unmatch(request: web.Request) -> web.Response:
+    """204: the match ends and its chat closes for both; 404 when the caller
+    is not in it."""
+    match_id = path_uuid(request, "match_id")
+    me = principal_of(request).user_id
+    await directory_of(request.app).call("match", str(match_id), "unmatch", str(me))
+    return web.Response(status=204)
+
+
+@routes.post("/blocks")
+@requires(IsProfileComplete)
+async def block(request: web.Request) -> web.Response:
+    """`{user_id}` → 201: hidden both ways from now on, any match ended."""
+    fields = Fields(await read_json(request))
+    target = fields.uuid("user_id")
+    fields.check()
+    assert target is not None
+    me = principal_of(request).user_id
+    if target == me:
+        raise ValidationFailed({"user_id": ["you cannot block yourself"]})
+    await directory_of(request.app).call(
+        "match", str(pair_id(me, target)), "block", str(me), str(target)
+    )
+    return json_response({"blocked_id": str(target)}, status=201)
+
+
+@routes.delete("/blocks/{user_id}")
+@requires(IsProfileComplete)
+async def unblock(request: web.Request) -> web.Response:
+    """204: the block is lifted (an ended match stays ended); 404 when there
+    was none."""
+    target = path_uuid(request, "user_id")
+    me = principal_of(request).user_id
+    if not await block_sql.remove_block(request.app[DB], me, target):
+        raise NotFound("no such block", code="not_found")
+    return web.Response(status=204)
