@@ -37,7 +37,11 @@ HANDLER_MODULES = [
     "unimatch.scheduler.feed_refresh",
 ]
 # Written by other features; imported only when present.
-OPTIONAL_HANDLER_MODULES = ["unimatch.scheduler.webhooks", "unimatch.http.feed_jobs"]
+OPTIONAL_HANDLER_MODULES = [
+    "unimatch.scheduler.webhooks",
+    "unimatch.scheduler.feed_refresh",
+    "unimatch.http.feed_jobs",
+]
 
 _DRAIN_GRACE_SECONDS = 30.0
 
