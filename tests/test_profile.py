@@ -134,7 +134,8 @@ async def test_patch_returns_the_updated_profile_and_keeps_other_fields(
     assert sorted(i["id"] for i in profile["interests"]) == sorted(full["interests"])
 
     # A subset changes only itself; lists are replaced whole.
-    body = await (await _patch(client, user, {"year_of_study": 5, "interested_in": ["woman"]})).json()
+    response = await _patch(client, user, {"year_of_study": 5, "interested_in": ["woman"]})
+    body = await response.json()
     assert body["profile"]["year_of_study"] == 5
     assert body["profile"]["interested_in"] == ["woman"]
     assert body["profile"]["bio"] == full["bio"]
