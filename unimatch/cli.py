@@ -55,13 +55,21 @@ def serve(args: argparse.Namespace) -> int:
     config = Config.from_env()
     _metrics_dir(config)
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
 
     from unimatch.platform import Platform, init_ray
 
     with _services(config) as config:
         started_ray = init_ray(config)
+        # Ray's core worker installs its own fatal-signal handlers in the
+        # driver; ours must win so SIGTERM means "drain and stop".
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
         try:
             platform = Platform.start(config, args.host, args.port)
             try:
