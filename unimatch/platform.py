@@ -60,6 +60,8 @@ class Platform:
     def start(cls, config: Config, host: str = "127.0.0.1", port: int = 8080) -> Platform:
         """Start every part in the current Ray; stops what started if a later
         part fails, so a failed start leaves nothing running."""
+        import ray
+
         from unimatch.actors.host import start_shard_hosts
         from unimatch.http.gateway import start_gateways
         from unimatch.scheduler.actor import start_scheduler
@@ -71,6 +73,7 @@ class Platform:
         try:
             platform.hosts = start_shard_hosts(config)
             platform.scheduler = start_scheduler(config)
+            ray.get(platform.scheduler.ready.remote())
             platform.gateways = start_gateways(config, host, port)
         except BaseException:
             platform.stop()
