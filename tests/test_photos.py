@@ -1,0 +1,256 @@
+"""Photo uploads: decoded to be accepted, re-encoded without metadata, size
+and count limits, deletion, and the /media files with their cache headers."""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from PIL import Image, ImageCms
+from PIL.PngImagePlugin import PngInfo
+
+from tests.factories import make_user
+from unimatch.config import Config
+from unimatch.http.app import create_app
+from unimatch.storage.cache import Cache, feed_key, profile_key
+from unimatch.storage.pg import Database
+
+GPS_IFD = 0x8825
+ORIENTATION = 0x0112
+URL = re.compile(r"^/media/[0-9a-f]{32}\.jpg$")
+
+
+@pytest.fixture
+async def client(aiohttp_client, config: Config) -> TestClient:
+    return await aiohttp_client(create_app(config))
+
+
+def _jpeg_with_gps() -> bytes:
+    """A 64x32 JPEG from a 'phone': GPS position, camera make, and an
+    orientation tag saying it must be turned 90 degrees to be upright."""
+    image = Image.new("RGB", (64, 32), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "TestPhone"
+    exif[ORIENTATION] = 6
+    gps = exif.get_ifd(GPS_IFD)
+    gps[1] = "S"
+    gps[2] = (1.0, 17.0, 29.0)
+    gps[3] = "E"
+    gps[4] = (36.0, 49.0, 2.0)
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+def _png_with_metadata() -> bytes:
+    image = Image.new("RGBA", (40, 30), (0, 120, 0, 128))
+    info = PngInfo()
+    info.add_text("Comment", "home address: somewhere in Westlands")
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=info, icc_profile=icc)
+    return out.getvalue()
+
+
+def _webp() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(out, "WEBP")
+    return out.getvalue()
+
+
+def _form(data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg",
+          field: str = "photo") -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field(field, data, filename=filename, content_type=content_type)
+    return form
+
+
+async def _upload(client: TestClient, user, data: bytes, **kwargs):
+    return await client.post("/api/v1/me/photos", data=_form(data, **kwargs), headers=user.auth)
+
+
+async def _error(response, status: int, code: str) -> dict:
+    assert response.status == status, await response.text()
+    body = await response.json()
+    assert body["error"] == code, body
+    return body
+
+
+def _stored(config: Config, url: str) -> Path:
+    return config.media_root / url.rsplit("/", 1)[1]
+
+
+async def test_gps_exif_is_stripped_and_orientation_applied(
+    client: TestClient, db: Database, config: Config
+) -> None:
+    original = _jpeg_with_gps()
+    with Image.open(io.BytesIO(original)) as source:
+        assert source.getexif().get_ifd(GPS_IFD)  # the test photo really has GPS
+    user = await make_user(db, config)
+
+    response = await _upload(client, user, original)
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert URL.match(body["url"])
+    assert body["photo_id"]
+
+    path = _stored(config, body["url"])
+    with Image.open(path) as stored:
+        assert stored.format == "JPEG"
+        assert stored.size == (32, 64)  # turned upright
+        assert len(stored.getexif()) == 0
+        assert not stored.getexif().get_ifd(GPS_IFD)
+        assert "exif" not in stored.info
+        assert "icc_profile" not in stored.info
+    raw = path.read_bytes()
+    assert b"Exif" not in raw and b"TestPhone" not in raw
+
+    served = await client.get(body["url"])
+    assert served.status == 200
+    assert served.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert served.headers["Content-Type"] == "image/jpeg"
+    assert await served.read() == raw
+
+    me = await (await client.get("/api/v1/me", headers=user.auth)).json()
+    assert body["url"] in [p["url"] for p in me["profile"]["photos"]]
+
+
+async def test_png_text_and_icc_are_stripped_and_webp_accepted(
+    client: TestClient, db: Database, config: Config
+) -> None:
+    user = await make_user(db, config)
+    response = await _upload(client, user, _png_with_metadata(), filename="p.png",
+                             content_type="image/png")
+    assert response.status == 201, await response.text()
+    url = (await response.json())["url"]
+    raw = _stored(config, url).read_bytes()
+    assert b"Westlands" not in raw
+    with Image.open(_stored(config, url)) as stored:
+        assert stored.size == (40, 30)
+        assert "icc_profile" not in stored.info
+        assert "Comment" not in stored.info
+
+    response = await _upload(client, user, _webp(), filename="w.webp", content_type="image/webp")
+    assert response.status == 201, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [
+        (b"just some text, honest\n" * 20, "photo.png"),
+        (b"", "empty.jpg"),
+        (b"GIF89a" + b"\x00" * 100, "anim.gif"),
+        (b"%PDF-1.4\n" + b"x" * 200, "cv.jpg"),
+    ],
+)
+async def test_files_that_are_not_images_are_415(
+    client: TestClient, db: Database, config: Config, data: bytes, filename: str
+) -> None:
+    user = await make_user(db, config)
+    response = await _upload(client, user, data, filename=filename, content_type="image/png")
+    await _error(response, 415, "unsupported_media_type")
+
+
+async def test_truncated_and_gif_images_are_refused(
+    client: TestClient, db: Database, config: Config
+) -> None:
+    user = await make_user(db, config)
+    truncated = _jpeg_with_gps()[:200]
+    await _error(await _upload(client, user, truncated), 415, "unsupported_media_type")
+    gif = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(gif, "GIF")
+    await _error(await _upload(client, user, gif.getvalue(), filename="a.gif",
+                               content_type="image/gif"), 415, "unsupported_media_type")
+
+
+async def test_over_5mb_is_413(client: TestClient, db: Database, config: Config) -> None:
+    user = await make_user(db, config)
+    body = _jpeg_with_gps() + secrets.token_bytes(config.max_photo_bytes)
+    await _error(await _upload(client, user, body), 413, "payload_too_large")
+
+
+async def test_decompression_bombs_are_refused(
+    client: TestClient, db: Database, config: Config
+) -> None:
+    user = await make_user(db, config)
+    for side in (7_000, 10_000):  # 49 and 100 million pixels in a few kilobytes
+        bomb = io.BytesIO()
+        Image.new("1", (side, side)).save(bomb, "PNG", optimize=True)
+        assert len(bomb.getvalue()) < config.max_photo_bytes
+        response = await _upload(client, user, bomb.getvalue(), filename="b.png",
+                                 content_type="image/png")
+        body = await _error(response, 400, "image_too_large")
+        assert "photo" in body["detail"]
+
+
+async def test_at_most_6_photos(client: TestClient, db: Database, config: Config) -> None:
+    user = await make_user(db, config)  # starts with one photo
+    for _ in range(config.max_photos - 1):
+        assert (await _upload(client, user, _webp(), filename="w.webp")).status == 201
+    await _error(await _upload(client, user, _webp()), 409, "too_many_photos")
+    count = await db.fetchval("SELECT count(*) FROM photos WHERE user_id = $1", user.id)
+    assert count == config.max_photos
+
+
+async def test_delete_removes_the_row_and_the_file(
+    client: TestClient, db: Database, config: Config
+) -> None:
+    user = await make_user(db, config)
+    other = await make_user(db, config)
+    mine = await (await _upload(client, user, _webp())).json()
+    theirs = await (await _upload(client, other, _webp())).json()
+
+    # Someone else's photo is not found, and stays.
+    response = await client.delete(f"/api/v1/me/photos/{theirs['photo_id']}", headers=user.auth)
+    await _error(response, 404, "not_found")
+    assert _stored(config, theirs["url"]).exists()
+
+    response = await client.delete(f"/api/v1/me/photos/{mine['photo_id']}", headers=user.auth)
+    assert response.status == 204
+    assert not _stored(config, mine["url"]).exists()
+    await _error(await client.get(mine["url"]), 404, "not_found")
+    again = await client.delete(f"/api/v1/me/photos/{mine['photo_id']}", headers=user.auth)
+    await _error(again, 404, "not_found")
+    malformed = await client.delete("/api/v1/me/photos/not-a-uuid", headers=user.auth)
+    await _error(malformed, 404, "not_found")
+
+
+async def test_photo_changes_clear_profile_caches(
+    client: TestClient, db: Database, config: Config, cache: Cache
+) -> None:
+    user = await make_user(db, config)
+    viewer = await make_user(db, config)
+    before = await (await client.get(f"/api/v1/users/{user.id}", headers=viewer.auth)).json()
+    await cache.set_json(feed_key(user.id), {"results": []}, 600)
+    uploaded = await (await _upload(client, user, _webp())).json()
+    assert await cache.get_json(profile_key(user.id)) is None
+    assert await cache.get_json(feed_key(user.id)) is None
+    after = await (await client.get(f"/api/v1/users/{user.id}", headers=viewer.auth)).json()
+    assert len(after["photos"]) == len(before["photos"]) + 1
+
+    await client.delete(f"/api/v1/me/photos/{uploaded['photo_id']}", headers=user.auth)
+    assert await cache.get_json(profile_key(user.id)) is None
+
+
+async def test_bad_requests(client: TestClient, db: Database, config: Config) -> None:
+    user = await make_user(db, config)
+    wrong_field = await _upload(client, user, _webp(), field="picture")
+    body = await _error(wrong_field, 400, "validation_failed")
+    assert "photo" in body["detail"]
+    as_json = await client.post("/api/v1/me/photos", json={"photo": "x"}, headers=user.auth)
+    await _error(as_json, 415, "unsupported_media_type")
+    anonymous = await client.post("/api/v1/me/photos", data=_form(_webp()))
+    await _error(anonymous, 401, "unauthorized")
+
+
+async def test_media_serves_only_our_names(client: TestClient, config: Config) -> None:
+    config.media_root.mkdir(parents=True, exist_ok=True)
+    (config.media_root / "notes.txt").write_text("private")
+    for name in ("notes.txt", "..%2Fjwt_secret", f"{'a' * 32}.jpg"):
+        response = await client.get(f"/media/{name}")
+        await _error(response, 404, "not_found")
