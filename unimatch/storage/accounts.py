@@ -61,9 +61,11 @@ INSERT INTO users AS u (email, password_hash, display_name) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING
 RETURNING {_ACCOUNT_COLUMNS}"""
 
-# A pending (never verified) registration taken over by a new one.
+# A pending (never verified) registration taken over by a new one; its age,
+# which the hourly cleanup of unverified accounts goes by, starts again.
 REPLACE_PENDING = f"""
-UPDATE users AS u SET password_hash = $2, display_name = $3, updated_at = now()
+UPDATE users AS u SET password_hash = $2, display_name = $3, created_at = now(),
+    updated_at = now()
 WHERE u.id = $1 AND NOT u.is_verified
 RETURNING {_ACCOUNT_COLUMNS}"""
 
