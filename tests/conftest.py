@@ -3,6 +3,7 @@ key prefix of its own on the real Redis, and a real local Ray."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.mailsink import Inbox, SmtpServer, free_port
 from unimatch.config import Config
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.migrations import apply_migrations
@@ -103,13 +105,29 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+async def mail() -> AsyncIterator[SmtpServer]:
+    """The run's SMTP server: every mail the platform sends lands in
+    `mail.inbox`, whichever job runner delivered it."""
+    server = SmtpServer(Inbox(asyncio.get_running_loop()), free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
 def config(
-    pg_dsn: str, services: tuple[str, str], redis_prefix: str, data_dir: Path
+    pg_dsn: str,
+    services: tuple[str, str],
+    redis_prefix: str,
+    data_dir: Path,
+    mail: SmtpServer,
 ) -> Config:
     return Config(
         data_dir=data_dir,
         database_url=pg_dsn,
         redis_url=services[1],
+        smtp_host="127.0.0.1",
+        smtp_port=mail.port,
         # HS256 wants a key of at least 32 bytes (PyJWT warns below that).
         jwt_secret="test-secret-" + RUN_ID + "-" + "k" * 32,
         media_root=data_dir / "media",

@@ -9,16 +9,13 @@ import email
 import email.policy
 import logging
 import secrets
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
-from aiosmtpd.controller import Controller
 
+from tests.mailsink import Inbox, SmtpServer, free_port
 from unimatch.config import Config
 from unimatch.scheduler.actor import SchedulerActor, start_scheduler, stop_scheduler
 from unimatch.scheduler.mail import SEND_EMAIL, Mailer, enqueue_email, send_email
@@ -27,57 +24,6 @@ from unimatch.scheduler.worker import JobRunner
 from unimatch.storage.pg import Database
 
 TIMEOUT = 60.0
-
-
-class Inbox:
-    """An aiosmtpd handler that hands each message to the test's loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.messages: list[EmailMessage] = []
-        self._changed = asyncio.Event()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        # aiosmtpd runs its own loop in a thread of its own.
-        self.loop.call_soon_threadsafe(self._add, message)
-        return "250 Message accepted for delivery"
-
-    def _add(self, message: Any) -> None:
-        self.messages.append(message)
-        self._changed.set()
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
-
-    async def wait_for(self, address: str, within: float = TIMEOUT) -> EmailMessage:
-        async with asyncio.timeout(within):
-            while not self.to(address):
-                self._changed.clear()
-                await self._changed.wait()
-        return self.to(address)[0]
-
-
-class SmtpServer:
-    def __init__(self, inbox: Inbox, port: int) -> None:
-        self.inbox = inbox
-        self.port = port
-        self.controller: Controller | None = None
-
-    async def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        await asyncio.to_thread(self.controller.start)
-
-    async def stop(self) -> None:
-        if self.controller is not None:
-            await asyncio.to_thread(self.controller.stop)
-            self.controller = None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
