@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from tests.factories import PASSWORD, make_user
 from unimatch.config import Config
 from unimatch.http.app import create_app
+from unimatch.pairs import pair_id
 from unimatch.storage.pg import Database
 
 API = "/api/v1"
@@ -66,7 +67,7 @@ async def _match(db: Database, one, other) -> uuid.UUID:
     a, b = sorted([one.id, other.id])
     return await db.fetchval(
         "INSERT INTO matches (id, user_a, user_b) VALUES ($1, $2, $3) RETURNING id",
-        uuid.uuid4(), a, b,
+        pair_id(a, b), a, b,
     )
 
 
@@ -417,16 +418,26 @@ async def test_suspended_user_is_logged_out_and_hidden(client, db, config):
     assert (await _login(client, target)).status == 200
 
 
+async def _frame(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict:
+    """The next frame of `kind`, skipping others (ready, presence, ...)."""
+    while True:
+        frame = await ws.receive_json(timeout=10)
+        if frame["type"] == kind:
+            return frame
+
+
 async def test_suspension_closes_open_sockets_with_4003(db, config, platform, http):
     moderator = await make_user(db, config, role="moderator")
     target = await make_user(db, config)
     bystander = await make_user(db, config)
+    match_id = await _match(db, target, bystander)
     sockets = [await http.ws_connect(f"/ws?token={target.token}") for _ in range(2)]
     other = await http.ws_connect(f"/ws?token={bystander.token}")
+    opened = [*sockets, other]
     try:
         for ws in (*sockets, other):
             await ws.send_json({"type": "ping"})
-            assert (await ws.receive_json(timeout=10))["type"] == "pong"
+            await _frame(ws, "pong")
 
         response = await http.post(f"{API}/moderation/users/{target.id}/suspend",
                                    json={"reason": "harassment"}, headers=moderator.auth)
@@ -436,14 +447,18 @@ async def test_suspension_closes_open_sockets_with_4003(db, config, platform, ht
             message = await ws.receive(timeout=10)
             while message.type == aiohttp.WSMsgType.TEXT:  # frames already in flight
                 message = await ws.receive(timeout=10)
-            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-            assert ws.close_code == 4003
-        # Others stay connected; a new socket of the suspended user is refused.
+            assert message.type == aiohttp.WSMsgType.CLOSE
+            assert message.data == 4003 and message.extra == "suspended"
+        # The partner is told the match ended, and stays connected.
+        assert await _frame(other, "unmatch") == {"type": "unmatch", "match_id": str(match_id)}
         await other.send_json({"type": "ping"})
-        assert (await other.receive_json(timeout=10))["type"] == "pong"
+        await _frame(other, "pong")
+        # A new socket of the suspended user is refused.
         again = await http.ws_connect(f"/ws?token={target.token}")
+        opened.append(again)
         message = await again.receive(timeout=10)
-        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert again.close_code == 4003
+        while message.type == aiohttp.WSMsgType.TEXT:
+            message = await again.receive(timeout=10)
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 4003
     finally:
-        await asyncio.gather(*(ws.close() for ws in (*sockets, other)))
+        await asyncio.gather(*(ws.close() for ws in opened))

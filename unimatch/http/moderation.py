@@ -66,9 +66,27 @@ async def _after_suspension(
     )
     await clear_notifications_cache(app[CACHE], user_id)
     await asyncio.gather(*(
-        push_to_user(directory, partner, [{"type": "unmatch", "match_id": str(match_id)}])
+        _announce_end(directory, match_id, partner, suspended)
         for match_id, partner in suspended.ended_matches
     ))
+
+
+async def _announce_end(
+    directory: Any, match_id: uuid.UUID, partner: uuid.UUID, suspended: store.Suspended
+) -> None:
+    """The match's actor learns the match ended (it may hold it as active)
+    and sends `unmatch` to both users; if it cannot be reached, the partner
+    gets the frame directly."""
+    if directory is None:
+        return
+    try:
+        await directory.call(
+            "match", str(match_id), "end", suspended.end_reason,
+            suspended.suspension["created_by"],
+        )
+    except Exception as exc:
+        log.warning("match actor %s did not take the end of its match: %r", match_id, exc)
+        await push_to_user(directory, partner, [{"type": "unmatch", "match_id": str(match_id)}])
 
 
 @routes.post("/reports")

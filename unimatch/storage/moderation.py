@@ -126,8 +126,9 @@ class Suspended:
 
     suspension: dict[str, Any]
     replaced: bool
-    # (match_id, partner_id) of every match that ended.
+    # (match_id, partner_id) of every match that ended, and why.
     ended_matches: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
+    end_reason: str = "suspend"
     notification: dict[str, Any] | None = None
 
 
@@ -255,7 +256,7 @@ async def suspend_user(
         {"suspension_id": suspension["suspension_id"], "until": suspension["until"],
          "reason": reason},
     )
-    return Suspended(suspension, replaced, ended, notification)
+    return Suspended(suspension, replaced, ended, end_reason, notification)
 
 
 async def lift_suspension(
