@@ -82,3 +82,18 @@ def render() -> tuple[bytes, str]:
     from prometheus_client import REGISTRY
 
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+# Chat (WebSocket and group commit).
+CHAT_COMMIT_BATCH = Histogram(
+    "unimatch_chat_commit_batch_size",
+    "Messages per group-commit transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+WS_SEND_LATENCY = Histogram(
+    "unimatch_ws_send_ack_seconds",
+    "From a send frame read by the gateway to its ack queued",
+    buckets=_LATENCY_BUCKETS,
+)
+WS_SLOW_CLOSED = Counter(
+    "unimatch_ws_slow_closed_total", "Sockets closed 4008, by reason", ["reason"]
+)

@@ -81,6 +81,15 @@ class Gateway:
 
         return self.app[HUB].deliver(batch)
 
+    async def sockets_of(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Connection ids of the sockets this gateway holds for each user: a
+        UserActor activated after its host restarted finds its sockets here."""
+        await self._started
+        assert self.app is not None
+        from unimatch.ws.hub import HUB
+
+        return self.app[HUB].sockets_of(user_ids)
+
     async def drain(self) -> None:
         """Stop accepting, finish requests in flight, close sockets with 1001."""
         await self._started

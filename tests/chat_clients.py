@@ -1,0 +1,135 @@
+"""WebSocket clients and match fixtures shared by the chat test modules."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tests.factories import TestUser, make_user
+from unimatch.config import Config
+from unimatch.pairs import ordered, pair_id
+from unimatch.storage.pg import Database
+
+Frame = dict[str, Any]
+
+
+async def make_match(db: Database, config: Config) -> tuple[TestUser, TestUser, str]:
+    """Two users and the open match between them (the row the swipe flow
+    writes, keyed by the pair id)."""
+    a = await make_user(db, config)
+    b = await make_user(db, config)
+    user_a, user_b = ordered(a.id, b.id)
+    match_id = pair_id(a.id, b.id)
+    await db.execute(
+        "INSERT INTO matches (id, user_a, user_b) VALUES ($1, $2, $3)", match_id, user_a, user_b
+    )
+    return a, b, str(match_id)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
+    """Poll an async condition every few ms until it holds (or time runs out)."""
+    async with asyncio.timeout(within):
+        # A database condition has no event to wait on: poll it.
+        while not (result := await check()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return result
+
+
+class ChatClient:
+    """A socket plus every frame it received, in arrival order."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
+        self.session = session
+        self.ws = ws
+        self.frames: list[Frame] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self.close_code: int | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        base_url: str,
+        token: str | None,
+        path: str = "/ws",
+        *,
+        wait_ready: bool = True,
+        **ws_kwargs: Any,
+    ) -> ChatClient:
+        session = aiohttp.ClientSession()
+        url = base_url + path + (f"?token={token}" if token else "")
+        ws = await session.ws_connect(url, **ws_kwargs)
+        client = cls(session, ws)
+        if wait_ready:
+            await client.wait_for(lambda f: f["type"] in ("ready", "error"))
+            if client.frames[-1]["type"] == "error":
+                raise AssertionError(f"socket refused: {client.frames[-1]}")
+        return client
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    self.frames.append(orjson.loads(msg.data))
+                    self._changed.set()
+        finally:
+            self.close_code = self.ws.close_code
+            self._changed.set()
+
+    async def send(self, frame: Frame) -> None:
+        await self.ws.send_str(orjson.dumps(frame).decode())
+
+    async def send_message(self, match_id: str, body: str, client_msg_id: str | None = None) -> str:
+        cmid = client_msg_id or uuid.uuid4().hex
+        await self.send(
+            {"type": "send", "match_id": match_id, "client_msg_id": cmid, "body": body}
+        )
+        return cmid
+
+    async def wait_until(self, condition: Callable[[], bool], within: float = 15.0) -> None:
+        async with asyncio.timeout(within):
+            while not condition():
+                if self.closed and not condition():
+                    raise AssertionError(f"socket closed ({self.close_code}) before condition")
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_for(self, predicate: Callable[[Frame], bool], within: float = 15.0) -> Frame:
+        """The first frame received (ever) matching `predicate`."""
+        found: list[Frame] = []
+
+        def check() -> bool:
+            found[:] = [f for f in self.frames if predicate(f)][:1]
+            return bool(found)
+
+        await self.wait_until(check, within)
+        return found[0]
+
+    async def wait_closed(self, within: float = 15.0) -> int | None:
+        async with asyncio.timeout(within):
+            await asyncio.shield(self._reader)
+        return self.close_code
+
+    @property
+    def closed(self) -> bool:
+        return self._reader.done()
+
+    def of_type(self, kind: str, match_id: str | None = None) -> list[Frame]:
+        return [
+            f for f in self.frames
+            if f["type"] == kind and (match_id is None or f.get("match_id") == match_id)
+        ]
+
+    def acks(self) -> dict[str, Frame]:
+        return {f["client_msg_id"]: f for f in self.of_type("ack")}
+
+    async def close(self) -> None:
+        if not self.ws.closed:
+            await self.ws.close()
+        await asyncio.wait([self._reader], timeout=5)
+        await self.session.close()

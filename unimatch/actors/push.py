@@ -1,0 +1,125 @@
+"""From a shard host to the gateways' sockets: one Ray call per gateway per tick.
+
+A `UserActor` knows which gateway holds each of its user's sockets. Its
+pushes go through the host's `GatewayPusher`, which gathers every
+`(connection_id, frame)` bound for one gateway within a tick into a single
+`gateway.push.remote(batch)` (DESIGN.md: a remote call costs about a
+millisecond whatever it carries). One flush per gateway is in flight at a
+time, so frames reach a gateway in the order they were pushed, and under load
+the frames that collect meanwhile travel together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from unimatch.actors.batching import TickBatcher
+
+log = logging.getLogger("unimatch.push")
+
+PUSHER = "gateway_pusher"
+# A gateway that does not answer a socket lookup in time is left out.
+LOOKUP_TIMEOUT = 2.0
+
+# What one caller hands the pusher for one gateway: (connection_id, frame).
+Delivery = tuple[str, dict[str, Any]]
+
+_GATEWAY_DOWN: tuple[type[BaseException], ...] = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ActorHandleNotFoundError,
+)
+
+
+class GatewayPusher:
+    """Batches pushes per gateway; gateway handles are looked up once."""
+
+    def __init__(self, namespace: str, gateway_count: int) -> None:
+        self.namespace = namespace
+        self.gateway_count = gateway_count
+        self._handles: dict[str, Any] = {}
+        self._batchers: dict[str, TickBatcher[list[Delivery], list[bool]]] = {}
+
+    async def _handle(self, gateway_id: str) -> Any | None:
+        handle = self._handles.get(gateway_id)
+        if handle is None:
+            try:
+                # ray.get_actor blocks the loop for ~0.3 ms: off the loop, once.
+                handle = await asyncio.to_thread(
+                    ray.get_actor, gateway_id, namespace=self.namespace
+                )
+            except ValueError:
+                return None  # no such gateway (any more)
+            self._handles[gateway_id] = handle
+        return handle
+
+    def _batcher(self, gateway_id: str) -> TickBatcher[list[Delivery], list[bool]]:
+        batcher = self._batchers.get(gateway_id)
+        if batcher is None:
+
+            async def send(groups: list[list[Delivery]]) -> list[list[bool]]:
+                flat = [delivery for group in groups for delivery in group]
+                handle = await self._handle(gateway_id)
+                if handle is None:
+                    return [[False] * len(group) for group in groups]
+                try:
+                    delivered = await handle.push.remote(flat)
+                except _GATEWAY_DOWN as exc:
+                    # Its sockets died with it; their clients reconnect and sync.
+                    log.warning("gateway %s unreachable: %r", gateway_id, exc)
+                    return [[False] * len(group) for group in groups]
+                results, start = [], 0
+                for group in groups:
+                    results.append(list(delivered[start : start + len(group)]))
+                    start += len(group)
+                return results
+
+            # The call graph never comes back here (a gateway does not call a
+            # host inside push), so one flush in flight keeps order safely.
+            batcher = self._batchers[gateway_id] = TickBatcher(send, max_in_flight=1)
+        return batcher
+
+    async def push(self, gateway_id: str, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Write frames to sockets of one gateway, in order; per delivery,
+        whether its socket was still open there."""
+        if not deliveries:
+            return []
+        return await self._batcher(gateway_id).submit(list(deliveries))
+
+    async def sockets_of(self, user_id: str) -> list[tuple[str, str]]:
+        """(gateway_id, connection_id) of every socket the gateways hold for
+        `user_id`: how a freshly activated UserActor finds its sockets again
+        after its host restarted."""
+        from unimatch.http.gateway import gateway_name
+
+        async def ask(gateway_id: str) -> list[tuple[str, str]]:
+            handle = await self._handle(gateway_id)
+            if handle is None:
+                return []
+            try:
+                found = await asyncio.wait_for(
+                    handle.sockets_of.remote([user_id]), LOOKUP_TIMEOUT
+                )
+            except (TimeoutError, *_GATEWAY_DOWN) as exc:
+                log.warning("gateway %s did not list sockets: %r", gateway_id, exc)
+                return []
+            return [(gateway_id, conn_id) for conn_id in found.get(user_id, [])]
+
+        names = [gateway_name(i) for i in range(self.gateway_count)]
+        found = await asyncio.gather(*(ask(name) for name in names))
+        return [pair for pairs in found for pair in pairs]
+
+
+def pusher_of(services: Any) -> GatewayPusher:
+    """The host's pusher (`services` is shared by every actor of a host)."""
+    pusher = services.extras.get(PUSHER)
+    if pusher is None:
+        config = services.config
+        pusher = services.extras[PUSHER] = GatewayPusher(config.namespace, config.gateways)
+    return pusher

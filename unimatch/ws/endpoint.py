@@ -1,0 +1,362 @@
+"""`GET /ws` and `GET /ws/chat/{match_id}/`: authenticate, then serve frames.
+
+The gateway does no business logic: it authenticates, validates frames,
+forwards them to the match's actor and writes what comes back. Sends run in
+tasks, so a slow commit never stalls reading: one per match at a time, so a
+socket's sends to one match take seqs in the order they were sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from unimatch import tokens
+from unimatch.errors import DomainError, Forbidden, RateLimited, Unauthorized
+from unimatch.http.keys import CONFIG, DB, GATEWAY_ID, directory_of
+from unimatch.metrics import WS_CLOSED, WS_FRAMES, WS_SEND_LATENCY, WS_SLOW_CLOSED
+from unimatch.storage import messages as sql
+from unimatch.storage.users import load_principal
+from unimatch.ws import codec
+from unimatch.ws.errors import (
+    CLOSE_FORBIDDEN,
+    CLOSE_GOING_AWAY,
+    CLOSE_RATE_LIMITED,
+    close_code_for,
+    frame_for,
+    unexpected_frame,
+)
+from unimatch.ws.hub import HUB, Connection, SocketHub
+
+log = logging.getLogger("unimatch.ws")
+
+routes = web.RouteTableDef()
+
+AUTH_TIMEOUT = 5.0
+# Rejected sends in a row before a client that ignores `rate_limited` is closed.
+RATE_STRIKES = 20
+# Typing indicators: a small bucket per socket; extra ones are dropped quietly.
+TYPING_BURST, TYPING_PER_SECOND = 5, 2.0
+SYNC_PAGE = 500
+TOUCH_EVERY = 60.0
+CLOSE_TRY_AGAIN = 1013
+
+
+class ChatSocket:
+    """The frames of one authenticated socket."""
+
+    def __init__(self, request: web.Request, conn: Connection) -> None:
+        self.app = request.app
+        self.config = request.app[CONFIG]
+        self.hub: SocketHub = request.app[HUB]
+        self.directory = directory_of(request.app)
+        self.conn = conn
+        self.user = str(conn.user_id)
+        self.strikes = 0
+        self.typing_tokens = float(TYPING_BURST)
+        self.typing_stamp = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sends: dict[uuid.UUID, collections.deque[tuple[codec.Send, dict[str, str]]]] = {}
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def serve(self) -> None:
+        async for msg in self.conn.ws:
+            if msg.type is WSMsgType.TEXT:
+                await self.handle(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                self.conn.send_frame(codec.error_frame("invalid_frame", "frames are JSON text"))
+            if self.conn.closing:
+                break
+
+    async def handle(self, raw: str) -> None:
+        try:
+            frame = codec.parse(raw)
+        except DomainError as exc:
+            WS_FRAMES.labels("in", "invalid").inc()
+            self.conn.send_frame(frame_for(exc, **codec.context_of(exc)))
+            return
+        WS_FRAMES.labels("in", type(frame).__name__.lower()).inc()
+        self._touch()
+        if isinstance(frame, codec.Send):
+            self._send(frame)
+        elif isinstance(frame, codec.Receipt):
+            self._spawn(self._receipt(frame))
+        elif isinstance(frame, codec.Typing):
+            self._typing(frame)
+        elif isinstance(frame, codec.Sync):
+            await self._sync(frame)
+        elif isinstance(frame, codec.Ping):
+            self.conn.send(codec.PONG)
+        else:  # a second auth frame
+            self.conn.send_frame(codec.error_frame("invalid_frame", "already authenticated"))
+
+    def _in_scope(self, match_id: uuid.UUID, **context: Any) -> bool:
+        if self.conn.scope is None or str(match_id) == self.conn.scope:
+            return True
+        error = Forbidden("this socket is scoped to another match")
+        self.conn.send_frame(frame_for(error, match_id=str(match_id), **context))
+        return False
+
+    def _touch(self) -> None:
+        now = time.monotonic()
+        if now - self.conn.last_touch >= TOUCH_EVERY:
+            self.conn.last_touch = now
+            self._spawn(self._call_quietly("user", self.user, "touch"))
+
+    async def _call_quietly(self, kind: str, actor_id: str, method: str, *args: Any) -> None:
+        try:
+            await self.directory.call(kind, actor_id, method, *args)
+        except Exception as exc:
+            log.warning("%s/%s.%s failed: %r", kind, actor_id, method, exc)
+
+    # -- send ----------------------------------------------------------------
+
+    def _send(self, frame: codec.Send) -> None:
+        context = {"client_msg_id": frame.client_msg_id, "match_id": str(frame.match_id)}
+        if not self._in_scope(frame.match_id, client_msg_id=frame.client_msg_id):
+            return
+        wait = self.hub.chat_bucket(self.user).take()
+        if wait:
+            self.strikes += 1
+            if self.strikes >= RATE_STRIKES:
+                WS_SLOW_CLOSED.labels("rate_limited").inc()
+                self.conn.close_soon(CLOSE_RATE_LIMITED, "rate limited")
+                return
+            error = RateLimited("too many messages", retry_after=round(wait, 3))
+            self.conn.send_frame(frame_for(error, **context))
+            return
+        self.strikes = 0
+        queue = self._sends.get(frame.match_id)
+        if queue is None:
+            queue = self._sends[frame.match_id] = collections.deque()
+            self._spawn(self._drain_sends(frame.match_id, queue))
+        queue.append((frame, context))
+
+    async def _drain_sends(
+        self, match_id: uuid.UUID, queue: collections.deque[tuple[codec.Send, dict[str, str]]]
+    ) -> None:
+        """One send per match in flight from this socket: remote calls to an
+        async actor may run out of order, and a user's messages must take
+        seqs in the order they were typed."""
+        try:
+            while queue:
+                frame, context = queue[0]
+                await self._forward_send(frame, context)
+                queue.popleft()
+        finally:
+            del self._sends[match_id]
+
+    async def _forward_send(self, frame: codec.Send, context: dict[str, str]) -> None:
+        started = time.perf_counter()
+        try:
+            ack = await self.directory.call(
+                "match", str(frame.match_id), "send_message",
+                self.conn.user_id, frame.client_msg_id, frame.body,
+            )
+        except DomainError as exc:
+            self.conn.send_frame(frame_for(exc, **context))
+            return
+        except Exception as exc:
+            log.warning("send to %s failed: %r", frame.match_id, exc)
+            self.conn.send_frame(unexpected_frame(**context))
+            return
+        self.conn.send_frame(ack)
+        WS_SEND_LATENCY.observe(time.perf_counter() - started)
+
+    # -- receipts, typing ----------------------------------------------------
+
+    async def _receipt(self, frame: codec.Receipt) -> None:
+        if not self._in_scope(frame.match_id):
+            return
+        try:
+            await self.directory.call(
+                "match", str(frame.match_id), "mark_messages",
+                self.conn.user_id, frame.seq, frame.status,
+            )
+        except DomainError as exc:
+            self.conn.send_frame(frame_for(exc, match_id=str(frame.match_id)))
+        except Exception as exc:
+            log.warning("receipt for %s failed: %r", frame.match_id, exc)
+            self.conn.send_frame(unexpected_frame(match_id=str(frame.match_id)))
+
+    def _typing(self, frame: codec.Typing) -> None:
+        if not self._in_scope(frame.match_id):
+            return
+        now = time.monotonic()
+        self.typing_tokens = min(
+            TYPING_BURST, self.typing_tokens + (now - self.typing_stamp) * TYPING_PER_SECOND
+        )
+        self.typing_stamp = now
+        if self.typing_tokens < 1:
+            return  # an indicator, not a message: extra ones are simply dropped
+        self.typing_tokens -= 1
+        self._spawn(self._typing_call(frame))
+
+    async def _typing_call(self, frame: codec.Typing) -> None:
+        try:
+            await self.directory.call(
+                "match", str(frame.match_id), "typing", self.conn.user_id, frame.state
+            )
+        except DomainError as exc:
+            self.conn.send_frame(frame_for(exc, match_id=str(frame.match_id)))
+        except Exception as exc:
+            log.warning("typing for %s failed: %r", frame.match_id, exc)
+
+    # -- sync ----------------------------------------------------------------
+
+    async def _sync(self, frame: codec.Sync) -> None:
+        """Replay every message after each cursor, in seq order, then
+        `synced`. Live messages of those matches that arrive meanwhile are
+        held and released after the replay, minus the seqs it covered."""
+        conn = self.conn
+        cursors = {
+            m: seq for m, seq in frame.cursors.items()
+            if conn.scope is None or str(m) == conn.scope
+        }
+        replayed = {str(m): seq for m, seq in cursors.items()}
+        conn.holding = {m: [] for m in replayed}
+        try:
+            pending = dict(sorted(cursors.items()))
+            db = self.app[DB]
+            while pending:
+                rows = await db.fetch(
+                    sql.SYNC_PAGE, conn.user_id, list(pending), list(pending.values()), SYNC_PAGE
+                )
+                for row in rows:
+                    data = codec.encode(sql.message_frame(row))
+                    if not await conn.queue.put_paced(data, patience=self.config.ws_heartbeat):
+                        return
+                    replayed[str(row["match_id"])] = row["seq"]
+                if len(rows) < SYNC_PAGE:
+                    break
+                last = rows[-1]
+                pending = {m: s for m, s in pending.items() if m > last["match_id"]}
+                pending[last["match_id"]] = last["seq"]
+                pending = dict(sorted(pending.items()))
+        finally:
+            held, conn.holding = conn.holding, None
+            for match_id, frames in held.items():
+                for seq, data in sorted(frames, key=lambda f: f[0]):
+                    if seq > replayed[match_id]:
+                        conn.send(data)
+        conn.send(codec.SYNCED)
+
+
+async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Any:
+    """The principal, from `?token=` or a first `auth` frame; raises
+    Unauthorized (close 4001)."""
+    token = request.query.get("token")
+    if token is None:
+        try:
+            msg = await ws.receive(timeout=AUTH_TIMEOUT)
+        except TimeoutError:
+            raise Unauthorized("authenticate within 5 seconds") from None
+        if msg.type is not WSMsgType.TEXT:
+            raise Unauthorized("authentication required")
+        try:
+            frame = codec.parse(msg.data)
+        except DomainError:
+            raise Unauthorized("the first frame must be auth") from None
+        if not isinstance(frame, codec.Auth):
+            raise Unauthorized("the first frame must be auth")
+        token = frame.token
+    claims = tokens.decode(request.app[CONFIG], token, tokens.ACCESS)
+    principal = await load_principal(request.app[DB], claims.user_id)
+    if principal is None:
+        raise Unauthorized("account no longer exists", code="invalid_token")
+    if principal.is_suspended:
+        raise Forbidden("account suspended", code="suspended")
+    return principal
+
+
+async def _scope(request: web.Request, user_id: uuid.UUID) -> str | None:
+    raw = request.match_info.get("match_id")
+    if raw is None:
+        return None
+    try:
+        match_id = uuid.UUID(raw)
+    except ValueError:
+        raise Forbidden("not a match of yours", code="forbidden") from None
+    row = await request.app[DB].fetchrow(sql.MEMBERSHIP, match_id, user_id)
+    if row is None or not row["active"]:
+        raise Forbidden("not a match of yours", code="forbidden")
+    return str(match_id)
+
+
+async def _reject(
+    ws: web.WebSocketResponse, code: int, error: DomainError
+) -> web.WebSocketResponse:
+    """An `error` frame saying why, then the close code."""
+    WS_CLOSED.labels(str(code)).inc()
+    await ws.send_frame(codec.encode(frame_for(error)), WSMsgType.TEXT)
+    await ws.close(code=code, message=error.code.encode())
+    return ws
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    config = request.app[CONFIG]
+    ws = web.WebSocketResponse(
+        heartbeat=config.ws_heartbeat,
+        max_msg_size=codec.MAX_FRAME_BYTES,
+        compress=False,
+    )
+    await ws.prepare(request)
+    try:
+        principal = await _authenticate(request, ws)
+        scope = await _scope(request, principal.user_id)
+    except DomainError as exc:
+        code = close_code_for(exc) or CLOSE_FORBIDDEN
+        return await _reject(ws, code, exc)
+    hub = request.app[HUB]
+    conn = Connection(ws, principal.user_id, scope, config.ws_send_queue)
+    hub.add(conn)
+    session = ChatSocket(request, conn)
+    gateway_id = request.app[GATEWAY_ID]
+    try:
+        try:
+            await session.directory.call("user", session.user, "attach", gateway_id, conn.id)
+        except Exception as exc:
+            log.warning("attach of %s failed: %r", session.user, exc)
+            conn.send_frame(unexpected_frame())
+            conn.close_soon(CLOSE_TRY_AGAIN, "try again shortly")
+            return ws
+        conn.last_touch = time.monotonic()
+        conn.send_frame({"type": "ready", "user_id": session.user, "scope": scope})
+        await session.serve()
+    finally:
+        hub.remove(conn)
+        if not conn.closing:
+            conn.queue.close()
+        await _detach(session, gateway_id, conn)
+    return ws
+
+
+async def _detach(session: ChatSocket, gateway_id: str, conn: Connection) -> None:
+    try:
+        await asyncio.wait_for(
+            session.directory.call("user", session.user, "detach", gateway_id, conn.id), 5.0
+        )
+    except Exception as exc:  # the user's actor drops it on its next push anyway
+        log.warning("detach of %s failed: %r", session.user, exc)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[HUB].close_all(CLOSE_GOING_AWAY, "server shutdown")
+
+
+def setup_ws(app: web.Application) -> None:
+    """The two socket routes and the hub they share."""
+    app[HUB] = SocketHub(app[GATEWAY_ID], app[CONFIG])
+    app.on_shutdown.append(_close_sockets)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/ws/chat/{match_id}/", websocket)
