@@ -5,22 +5,18 @@ in-process app against the real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import re
 import secrets
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
-from typing import Any
 
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient
-from aiosmtpd.controller import Controller
 
+from tests.mailsink import Inbox, SmtpServer
 from unimatch import tokens
 from unimatch.config import Config
 from unimatch.http.app import create_app
@@ -36,12 +32,6 @@ MAIL_TIMEOUT = 30.0
 ALLOWED = (".ac.ke", ".edu")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _new_email() -> str:
     return f"s{secrets.token_hex(5)}@students.uonbi.ac.ke"
 
@@ -50,19 +40,14 @@ def _new_ip() -> str:
     return f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
 
 
-class Inbox:
-    """aiosmtpd handler: every message received, for the test loop to poll."""
+class Mailbox:
+    """The run's SMTP inbox, seen by recipient, with the codes it received."""
 
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append(message)  # type: ignore[arg-type]
-        return "250 Message accepted for delivery"
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
 
     def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in list(self.messages) if m["To"] == address]
+        return self.inbox.to(address)
 
     async def wait_for(self, address: str, count: int = 1) -> list[EmailMessage]:
         deadline = time.monotonic() + MAIL_TIMEOUT
@@ -82,21 +67,16 @@ class Inbox:
 
 
 @pytest.fixture(scope="module")
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+def inbox(mail: SmtpServer) -> tuple[Mailbox, int]:
+    return Mailbox(mail.inbox), mail.port
 
 
 @pytest.fixture(scope="module")
 async def mail_runner(
-    inbox: tuple[Inbox, int], db: Database, config: Config
+    inbox: tuple[Mailbox, int], db: Database, config: Config
 ) -> AsyncIterator[JobRunner]:
     """The scheduler's job runner, in-process, delivering `send_email` jobs
-    to the test's SMTP server."""
+    to the run's SMTP server (aiosmtpd)."""
     mail_config = config.with_(smtp_host="127.0.0.1", smtp_port=inbox[1])
     runner = JobRunner(
         db, mail_config, workers=2, kinds=[SEND_EMAIL],
@@ -130,7 +110,7 @@ async def _register(
     return address
 
 
-async def _verified(client: TestClient, inbox: Inbox) -> tuple[str, dict]:
+async def _verified(client: TestClient, inbox: Mailbox) -> tuple[str, dict]:
     """A registered, verified account: (email, body of the verify response)."""
     address = await _register(client)
     code = await inbox.code_for(address)
@@ -161,7 +141,7 @@ async def _age_last_code(db: Database, address: str, seconds: int) -> None:
 
 
 async def test_register_mails_a_code_that_verifies_and_returns_tokens(
-    client: TestClient, inbox: tuple[Inbox, int], db: Database
+    client: TestClient, inbox: tuple[Mailbox, int], db: Database
 ) -> None:
     address = _new_email()
     response = await _post(
@@ -290,7 +270,7 @@ async def test_register_validates_every_field_at_once(client: TestClient) -> Non
 
 
 async def test_taken_email_is_409_case_insensitively(
-    client: TestClient, inbox: tuple[Inbox, int]
+    client: TestClient, inbox: tuple[Mailbox, int]
 ) -> None:
     address, _ = await _verified(client, inbox[0])
     response = await _post(
@@ -302,7 +282,7 @@ async def test_taken_email_is_409_case_insensitively(
 
 
 async def test_registering_a_pending_email_again_replaces_it_after_the_resend_wait(
-    client: TestClient, inbox: tuple[Inbox, int], db: Database
+    client: TestClient, inbox: tuple[Mailbox, int], db: Database
 ) -> None:
     address = await _register(client, password="first-password-given")
     first_code = await inbox[0].code_for(address)
@@ -366,7 +346,7 @@ async def test_register_is_rate_limited_per_ip(
 
 
 async def test_wrong_codes_count_down_then_lock_the_code(
-    client: TestClient, inbox: tuple[Inbox, int]
+    client: TestClient, inbox: tuple[Mailbox, int]
 ) -> None:
     address = await _register(client)
     code = await inbox[0].code_for(address)
@@ -383,7 +363,7 @@ async def test_wrong_codes_count_down_then_lock_the_code(
 
 
 async def test_expired_code_is_410(
-    client: TestClient, inbox: tuple[Inbox, int], db: Database
+    client: TestClient, inbox: tuple[Mailbox, int], db: Database
 ) -> None:
     address = await _register(client)
     code = await inbox[0].code_for(address)
@@ -401,7 +381,7 @@ async def test_verify_rejects_malformed_and_unknown(client: TestClient) -> None:
 
 
 async def test_resend_waits_60s_and_a_new_code_invalidates_the_old(
-    client: TestClient, inbox: tuple[Inbox, int], db: Database
+    client: TestClient, inbox: tuple[Mailbox, int], db: Database
 ) -> None:
     address = await _register(client)
     first = await inbox[0].code_for(address)
@@ -427,7 +407,7 @@ async def test_resend_waits_60s_and_a_new_code_invalidates_the_old(
 
 
 async def test_resend_for_unknown_or_verified_email_is_202_and_sends_nothing(
-    client: TestClient, inbox: tuple[Inbox, int]
+    client: TestClient, inbox: tuple[Mailbox, int]
 ) -> None:
     unknown = _new_email()
     response = await _post(client, "/auth/otp/resend", {"email": unknown})
@@ -445,7 +425,7 @@ async def test_resend_for_unknown_or_verified_email_is_202_and_sends_nothing(
 
 
 async def test_login_returns_tokens_and_refuses_bad_credentials_alike(
-    client: TestClient, inbox: tuple[Inbox, int]
+    client: TestClient, inbox: tuple[Mailbox, int]
 ) -> None:
     address, _ = await _verified(client, inbox[0])
     ok = await _post(client, "/auth/login", {"email": address.upper(), "password": PASSWORD})
@@ -465,7 +445,7 @@ async def test_login_returns_tokens_and_refuses_bad_credentials_alike(
 
 
 async def test_login_unverified_and_suspended_are_403(
-    client: TestClient, inbox: tuple[Inbox, int], db: Database
+    client: TestClient, inbox: tuple[Mailbox, int], db: Database
 ) -> None:
     pending = await _register(client)
     response = await _post(client, "/auth/login", {"email": pending, "password": PASSWORD})
@@ -484,7 +464,7 @@ async def test_login_unverified_and_suspended_are_403(
 
 
 async def test_failed_logins_lock_the_account_and_ip_pair(
-    client: TestClient, inbox: tuple[Inbox, int], config: Config
+    client: TestClient, inbox: tuple[Mailbox, int], config: Config
 ) -> None:
     address, _ = await _verified(client, inbox[0])
     ip = _new_ip()
@@ -506,7 +486,7 @@ async def test_failed_logins_lock_the_account_and_ip_pair(
 
 
 async def test_a_successful_login_clears_the_failures(
-    client: TestClient, inbox: tuple[Inbox, int], config: Config
+    client: TestClient, inbox: tuple[Mailbox, int], config: Config
 ) -> None:
     address, _ = await _verified(client, inbox[0])
     ip = _new_ip()
@@ -540,7 +520,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 async def test_bad_access_tokens_are_401(
-    client: TestClient, inbox: tuple[Inbox, int], config: Config
+    client: TestClient, inbox: tuple[Mailbox, int], config: Config
 ) -> None:
     _, verified = await _verified(client, inbox[0])
     user_id = uuid.UUID(verified["user"]["user_id"])
@@ -571,7 +551,7 @@ async def test_bad_access_tokens_are_401(
 
 
 async def test_refresh_rotates_and_reuse_revokes_the_family(
-    client: TestClient, inbox: tuple[Inbox, int]
+    client: TestClient, inbox: tuple[Mailbox, int]
 ) -> None:
     _, verified = await _verified(client, inbox[0])
     first = verified["refresh"]
@@ -591,7 +571,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
 
 
 async def test_two_concurrent_refreshes_with_one_token_have_one_winner(
-    client: TestClient, inbox: tuple[Inbox, int]
+    client: TestClient, inbox: tuple[Mailbox, int]
 ) -> None:
     _, verified = await _verified(client, inbox[0])
     responses = await asyncio.gather(
@@ -602,7 +582,7 @@ async def test_two_concurrent_refreshes_with_one_token_have_one_winner(
 
 
 async def test_sessions_are_independent_families(
-    client: TestClient, inbox: tuple[Inbox, int]
+    client: TestClient, inbox: tuple[Mailbox, int]
 ) -> None:
     address, verified = await _verified(client, inbox[0])
     login = await _post(client, "/auth/login", {"email": address, "password": PASSWORD})
@@ -613,7 +593,7 @@ async def test_sessions_are_independent_families(
 
 
 async def test_logout_revokes_the_family(
-    client: TestClient, inbox: tuple[Inbox, int], config: Config
+    client: TestClient, inbox: tuple[Mailbox, int], config: Config
 ) -> None:
     _, verified = await _verified(client, inbox[0])
     rotated = await (await _post(client, "/auth/refresh", {"refresh": verified["refresh"]})).json()
@@ -632,7 +612,7 @@ async def test_logout_revokes_the_family(
 
 
 async def test_suspension_revokes_families_and_refuses_refresh(
-    client: TestClient, inbox: tuple[Inbox, int], db: Database
+    client: TestClient, inbox: tuple[Mailbox, int], db: Database
 ) -> None:
     address, verified = await _verified(client, inbox[0])
     user_id = uuid.UUID(verified["user"]["user_id"])
@@ -649,7 +629,7 @@ async def test_suspension_revokes_families_and_refuses_refresh(
 
 
 async def test_refresh_of_a_suspended_user_with_a_live_family_is_403(
-    client: TestClient, inbox: tuple[Inbox, int], db: Database
+    client: TestClient, inbox: tuple[Mailbox, int], db: Database
 ) -> None:
     _, verified = await _verified(client, inbox[0])
     await db.execute(
