@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from unimatch.http import auth, discover, moderation, notifications, ops, photos, profile, webhooks
+from unimatch.http import (
+    auth,
+    discover,
+    moderation,
+    notifications,
+    openapi,
+    ops,
+    photos,
+    profile,
+    webhooks,
+)
 from unimatch.http.chat import routes as chat_routes
 from unimatch.ws.endpoint import setup_ws
 
@@ -25,6 +35,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(api(notifications.routes))
     app.router.add_routes(api(webhooks.routes))
     app.router.add_routes(api(moderation.routes))
+    app.router.add_routes(api(openapi.routes))
     app.router.add_routes(api(auth.routes))
     app.router.add_routes(api(profile.routes))
     app.router.add_routes(api(photos.routes))
