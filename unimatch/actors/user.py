@@ -49,8 +49,9 @@ class UserActor(VirtualActor):
         found = await pusher_of(self.services).sockets_of(self.actor_id)
         self.sockets = {conn_id: gateway_id for gateway_id, conn_id in found}
         self.last_active = await self.services.db.fetchval(sql.LAST_ACTIVE, self.user_id)
-        # Whoever saw this user online before a restart keeps seeing it.
-        self.announced_online = bool(self.sockets)
+        # The socket that caused this activation (attach) is listed already:
+        # compare with "offline" so its coming online is announced.
+        self.announced_online = False
 
     async def on_passivate(self) -> None:
         if self._announce is not None:

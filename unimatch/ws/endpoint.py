@@ -130,7 +130,7 @@ class ChatSocket:
             self.strikes += 1
             if self.strikes >= RATE_STRIKES:
                 WS_SLOW_CLOSED.labels("rate_limited").inc()
-                self.conn.close_soon(CLOSE_RATE_LIMITED, "rate limited")
+                self.conn.close_soon(CLOSE_RATE_LIMITED, "rate limited", flush=True)
                 return
             error = RateLimited("too many messages", retry_after=round(wait, 3))
             self.conn.send_frame(frame_for(error, **context))

@@ -75,7 +75,8 @@ class Connection:
             return False
         kind = frame.get("type")
         if kind == CLOSE_FRAME:
-            self.close_soon(int(frame.get("code", CLOSE_GOING_AWAY)), str(frame.get("reason", "")))
+            code = int(frame.get("code", CLOSE_GOING_AWAY))
+            self.close_soon(code, str(frame.get("reason", "")), flush=True)
             return True
         match_id = frame.get("match_id")
         if self.scope is not None and match_id is not None and match_id != self.scope:
@@ -91,17 +92,28 @@ class Connection:
             log.info("closing slow socket %s of %s (send queue full)", self.id, self.user_id)
             self.close_soon(CLOSE_RATE_LIMITED, "too slow to read")
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Close with `code` without waiting for the client: queued frames
-        are dropped and the close frame goes next."""
+    def close_soon(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Close with `code`. Without `flush` (a client too slow to read)
+        queued frames are dropped and the close frame goes next; with it,
+        what is queued (say, the error frames that explain the close) is
+        written first, for a while."""
         if self.closing:
             return
         self.closing = True
-        self.queue.close()
-        self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+        if not flush:
+            self.queue.close()
+        self._close_task = asyncio.get_running_loop().create_task(
+            self._close(code, reason, flush)
+        )
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def _close(self, code: int, reason: str, flush: bool) -> None:
         WS_CLOSED.labels(str(code)).inc()
+        if flush:
+            try:
+                await asyncio.wait_for(self.queue.drained(), CLOSE_GRACE)
+            except TimeoutError:
+                pass
+            self.queue.close()
         try:
             await asyncio.wait_for(
                 self.ws.close(code=code, message=reason.encode()[:120]), CLOSE_GRACE

@@ -32,6 +32,8 @@ class SendQueue:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._closed = False
         self._writer = asyncio.get_running_loop().create_task(self._write_forever())
 
@@ -52,6 +54,7 @@ class SendQueue:
             return False
         self._frames.append(data)
         self._ready.set()
+        self._idle.clear()
         if len(self._frames) >= self.limit // 2:
             self._room.clear()
         return True
@@ -73,6 +76,7 @@ class SendQueue:
         try:
             while True:
                 if not frames:
+                    self._idle.set()
                     self._ready.clear()
                     await self._ready.wait()
                     continue
@@ -85,6 +89,11 @@ class SendQueue:
         except Exception as exc:  # the socket broke: the read loop ends too
             log.debug("writer stopped: %r", exc)
             self._closed = True
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """Wait until every queued frame is written (or the queue closed)."""
+        await self._idle.wait()
 
     def close(self) -> None:
         """Drop what is queued and stop the writer (it may be stuck on a
@@ -92,4 +101,5 @@ class SendQueue:
         self._closed = True
         self._frames.clear()
         self._room.set()
+        self._idle.set()
         self._writer.cancel()
