@@ -4,6 +4,7 @@ out to in its own transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -189,3 +190,39 @@ async def test_webhook_deliveries_commit_with_the_notification(db: Database, con
         "SELECT kind, status FROM jobs WHERE payload->>'delivery_id' = $1", str(delivery["id"])
     )
     assert job is not None and job["kind"] == "deliver_webhook"
+
+
+async def test_a_notification_reaches_open_sockets(db, config, platform, http):
+    """On the running platform: a warning published by a moderator's action
+    arrives as a `notification` frame on every socket of the user."""
+    user = await make_user(db, config)
+    reporter = await make_user(db, config)
+    moderator = await make_user(db, config, role="moderator")
+    sockets = [await http.ws_connect(f"/ws?token={user.token}") for _ in range(2)]
+    try:
+        for ws in sockets:
+            await ws.send_json({"type": "ping"})
+            await _frame(ws, "pong")
+        response = await http.post(f"{API}/reports", json={"reported_user_id": str(user.id),
+                                   "reason": "spam"}, headers=reporter.auth)
+        report_id = (await response.json())["report_id"]
+        response = await http.post(f"{API}/moderation/reports/{report_id}/resolve",
+                                   json={"action": "warn"}, headers=moderator.auth)
+        assert response.status == 200, await response.text()
+        for ws in sockets:
+            frame = await _frame(ws, "notification")
+            assert frame["notification"]["kind"] == "warning"
+            assert frame["notification"]["payload"] == {"report_id": report_id,
+                                                        "reason": "spam"}
+        response = await http.get(f"{API}/notifications", headers=user.auth)
+        listed = (await response.json())["notifications"]
+        assert listed[0]["id"] == frame["notification"]["id"]
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+async def _frame(ws, kind: str) -> dict:
+    while True:
+        frame = await ws.receive_json(timeout=10)
+        if frame["type"] == kind:
+            return frame

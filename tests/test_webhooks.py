@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import hmac
 import socket
@@ -23,8 +24,11 @@ from unimatch.config import Config
 from unimatch.http.app import create_app
 from unimatch.notify import notify
 from unimatch.scheduler import webhooks as webhook_jobs
-from unimatch.scheduler.queue import Backoff
+from unimatch.scheduler.handlers import JobContext, PermanentJobError
+from unimatch.scheduler.queue import Backoff, Job
 from unimatch.scheduler.worker import JobRunner
+from unimatch.storage import webhooks as webhook_store
+from unimatch.storage.notifications import add_notification
 from unimatch.storage.pg import Database
 
 API = "/api/v1"
@@ -171,25 +175,35 @@ async def test_only_subscribed_events_are_delivered(client, db, config, receiver
     assert [h["X-UniMatch-Event"] for h, _ in receiver.requests] == ["warning"]
 
 
-async def test_deleted_webhook_gets_nothing(client, db, config, receiver):
+async def test_deleted_webhook_gets_nothing(client, db, config, receiver, jobs):
     user = await make_user(db, config)
     created = await _create(client, user, receiver.url, ["match"])
-    await notify(client.server.app, user.id, "match", {})  # pending, not yet sent
-    response = await client.delete(f"{API}/webhooks/{created['webhook_id']}", headers=user.auth)
-    assert response.status == 204
-    runner = await _runner(db, config)
-    try:
-        async def failed():
-            row = await _delivery(db, created["webhook_id"])
-            return row if row["status"] == "failed" else None
+    # The webhook goes away while its delivery is pending (in one transaction,
+    # so no runner can send it in between).
+    async with db.transaction() as conn:
+        await add_notification(conn, user.id, "match", {})
+        assert await webhook_store.deactivate_webhook(
+            conn, uuid.UUID(created["webhook_id"]), user.id
+        )
 
-        row = await _wait_for(failed, "the dropped delivery")
-    finally:
-        await runner.stop(grace=5)
+    async def failed():
+        row = await _delivery(db, created["webhook_id"])
+        return row if row["status"] == "failed" else None
+
+    row = await _wait_for(failed, "the dropped delivery")
     assert row["last_error"] == "webhook deleted" and row["attempts"] == 0
     assert receiver.requests == []
     response = await client.get(f"{API}/webhooks", headers=user.auth)
     assert (await response.json())["webhooks"] == []
+    response = await client.delete(f"{API}/webhooks/{created['webhook_id']}", headers=user.auth)
+    assert response.status == 404
+
+
+def _claim(delivery_id: uuid.UUID) -> Job:
+    now = dt.datetime.now(dt.UTC)
+    return Job(id=uuid.uuid4(), kind="deliver_webhook", payload={"delivery_id": str(delivery_id)},
+               priority=20, attempts=1, max_attempts=8, run_at=now, locked_by="test",
+               locked_until=now, created_at=now)
 
 
 async def test_private_addresses_refused_unless_allowed(aiohttp_client, db, config, receiver):
@@ -205,23 +219,33 @@ async def test_private_addresses_refused_unless_allowed(aiohttp_client, db, conf
         assert "private" in (await response.json())["detail"]["url"][0]
 
     # A name is accepted, then refused at delivery by the address it resolves
-    # to (this machine's own name is a loopback address here).
+    # to (this machine's own name is a loopback address here). The delivery
+    # is run directly, outside the queue, so only the strict setting sees it.
     hostname = socket.gethostname()
     assert not webhook_jobs.is_public_address(socket.gethostbyname(hostname))
     port = receiver.url.rsplit(":", 1)[1].split("/")[0]
     created = await _create(client, user, f"http://{hostname}:{port}/hook", ["match"])
-    await notify(client.server.app, user.id, "match", {})
-    runner = await _runner(db, strict)
-    try:
-        async def failed():
-            row = await _delivery(db, created["webhook_id"])
-            return row if row["status"] == "failed" else None
-
-        row = await _wait_for(failed, "the refused delivery")
-    finally:
-        await runner.stop(grace=5)
-    assert "non-public" in row["last_error"] and row["attempts"] == 1
+    delivery_id = await db.fetchval(
+        "INSERT INTO webhook_deliveries (webhook_id, event, payload)"
+        " VALUES ($1, 'match', '{}'::jsonb) RETURNING id",
+        uuid.UUID(created["webhook_id"]),
+    )
+    context = JobContext(job=_claim(delivery_id), db=db, config=strict)
+    with pytest.raises(PermanentJobError, match="non-public"):
+        await webhook_jobs.deliver_webhook({"delivery_id": str(delivery_id)}, context)
+    row = await _delivery(db, created["webhook_id"])
+    assert row["status"] == "failed" and row["attempts"] == 1
+    assert "non-public" in row["last_error"]
     assert receiver.requests == []
+
+    # The same delivery with private addresses allowed reaches the receiver.
+    await db.execute(
+        "UPDATE webhook_deliveries SET status = 'pending' WHERE id = $1", delivery_id
+    )
+    context = JobContext(job=_claim(delivery_id), db=db, config=config)
+    await webhook_jobs.deliver_webhook({"delivery_id": str(delivery_id)}, context)
+    assert (await _delivery(db, created["webhook_id"]))["status"] == "delivered"
+    assert len(receiver.requests) == 1
 
 
 async def test_registration_validation_and_ownership(client, db, config):
@@ -280,3 +304,30 @@ async def test_at_most_ten_webhooks(client, db, config):
     assert statuses == [201] * 10 + [409] * 2
     conflict = next(r for r in results if r.status == 409)
     assert (await conflict.json())["error"] == "too_many_webhooks"
+
+
+async def test_the_platform_scheduler_delivers(db, config, platform, http, receiver):
+    """On the running platform: a moderator's warning reaches the warned
+    user's webhook through the scheduler actor."""
+    user = await make_user(db, config)
+    reporter = await make_user(db, config)
+    moderator = await make_user(db, config, role="moderator")
+    response = await http.post(f"{API}/webhooks", json={"url": receiver.url,
+                               "events": ["warning"]}, headers=user.auth)
+    assert response.status == 201, await response.text()
+    created = await response.json()
+    response = await http.post(f"{API}/reports", json={"reported_user_id": str(user.id),
+                               "reason": "spam"}, headers=reporter.auth)
+    report_id = (await response.json())["report_id"]
+    response = await http.post(f"{API}/moderation/reports/{report_id}/resolve",
+                               json={"action": "warn"}, headers=moderator.auth)
+    assert response.status == 200, await response.text()
+
+    async def delivered():
+        row = await _delivery(db, created["webhook_id"])
+        return row if row is not None and row["status"] == "delivered" else None
+
+    await _wait_for(delivered, "the delivery by the platform's scheduler")
+    ((headers, body),) = receiver.requests
+    assert _verify(created["secret"], headers, body)
+    assert orjson.loads(body)["notification"]["payload"]["report_id"] == report_id
