@@ -97,3 +97,19 @@ WS_SEND_LATENCY = Histogram(
 WS_SLOW_CLOSED = Counter(
     "unimatch_ws_slow_closed_total", "Sockets closed 4008, by reason", ["reason"]
 )
+
+# Notifications, webhooks and moderation.
+NOTIFICATION_PUSHES = Counter(
+    "unimatch_notification_pushes_total", "Notification frames pushed after commit", ["outcome"]
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "unimatch_webhook_attempts_total",
+    "Webhook delivery attempts by outcome (delivered, http_error, network_error, refused)",
+    ["outcome"],
+)
+REPORTS_FILED = Counter("unimatch_reports_total", "Reports filed, by reason", ["reason"])
+MODERATION_ACTIONS = Counter(
+    "unimatch_moderation_actions_total",
+    "Moderation actions (dismiss, warn, suspend, ban, unsuspend)",
+    ["action"],
+)

@@ -23,6 +23,7 @@ import logging
 import uuid
 from typing import Any
 
+from unimatch.metrics import NOTIFICATION_PUSHES
 from unimatch.storage.cache import Cache, notifications_key
 from unimatch.storage.notifications import add_notification
 from unimatch.storage.pg import Database
@@ -67,7 +68,10 @@ async def publish_notification(
     """After the commit of `add_notification`: clear the cache, push the frame."""
     _, cache, directory = _collaborators(target)
     await clear_notifications_cache(cache, user_id)
-    await push_to_user(directory, user_id, [notification_frame(notification)])
+    if directory is None:
+        return
+    pushed = await push_to_user(directory, user_id, [notification_frame(notification)])
+    NOTIFICATION_PUSHES.labels("pushed" if pushed else "failed").inc()
 
 
 async def notify(

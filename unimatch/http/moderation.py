@@ -21,6 +21,7 @@ from unimatch.errors import NotFound, ValidationFailed
 from unimatch.http.keys import CACHE, DB, DIRECTORY, LIMITER
 from unimatch.http.permissions import IsModerator, IsVerified, principal_of, requires
 from unimatch.http.validation import Fields, json_response, path_uuid, read_json
+from unimatch.metrics import MODERATION_ACTIONS, REPORTS_FILED
 from unimatch.notify import clear_notifications_cache, publish_notification, push_to_user
 from unimatch.storage import moderation as store
 from unimatch.storage.cache import feed_key, match_list_key, profile_key
@@ -110,6 +111,7 @@ async def create_report(request: web.Request) -> web.Response:
         f"reports:{reporter_id}", REPORTS_PER_HOUR, "too many reports; try again later"
     )
     report = await store.create_report(db, reporter_id, reported_id, reason, details or "")
+    REPORTS_FILED.labels(reason).inc()
     log.info("user %s reported %s (%s): report %s", reporter_id, reported_id, reason,
              report["report_id"])
     return json_response(report, status=201)
@@ -173,6 +175,7 @@ async def resolve_report(request: web.Request) -> web.Response:
             conn, report_id, moderator_id, action=action, until=until
         )
     reported_id = uuid.UUID(resolution.report["reported_user"]["user_id"])
+    MODERATION_ACTIONS.labels(action).inc()
     log.info(
         "moderation: %s resolved report %s with %s (reports closed: %s)",
         moderator_id, report_id, action, [str(i) for i in resolution.resolved_report_ids],
@@ -213,6 +216,7 @@ async def suspend(request: web.Request) -> web.Response:
         moderator_id, user_id, until or "forever", reason, len(suspended.ended_matches),
         " (replacing a suspension in force)" if suspended.replaced else "",
     )
+    MODERATION_ACTIONS.labels("ban" if until is None else "suspend").inc()
     await _after_suspension(request.app, user_id, suspended)
     return json_response(suspended.suspension, status=200 if suspended.replaced else 201)
 
@@ -227,5 +231,6 @@ async def unsuspend(request: web.Request) -> web.Response:
         lifted = await store.lift_suspension(conn, user_id, moderator_id)
     log.info("moderation: %s lifted %s of %s", moderator_id,
              [s["suspension_id"] for s in lifted], user_id)
+    MODERATION_ACTIONS.labels("unsuspend").inc()
     await request.app[CACHE].delete(profile_key(user_id))
     return web.Response(status=204)

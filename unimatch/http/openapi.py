@@ -42,6 +42,12 @@ def _nullable(schema: Schema) -> Schema:
 
 
 def _obj(required: list[str] | None = None, extra: bool = False, **properties: Schema) -> Schema:
+    return _object(required, properties, extra=extra)
+
+
+def _object(
+    required: list[str] | None, properties: dict[str, Schema], *, extra: bool = False
+) -> Schema:
     schema: Schema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
@@ -299,13 +305,12 @@ def _schemas() -> dict[str, Schema]:
             created_at=DATETIME,
             resolved_at=_nullable(DATETIME),
             resolved_by=_nullable(UUID),
-            reporter=_obj(["user_id"], **report_user),
-            reported_user=_obj(
-                ["user_id", "is_suspended", "open_reports"],
-                role={"type": "string"}, is_suspended={"type": "boolean"},
-                open_reports={"type": "integer"}, total_reports={"type": "integer"},
+            reporter=_object(["user_id"], report_user),
+            reported_user=_object(["user_id", "is_suspended", "open_reports"], {
                 **report_user,
-            ),
+                "role": {"type": "string"}, "is_suspended": {"type": "boolean"},
+                "open_reports": {"type": "integer"}, "total_reports": {"type": "integer"},
+            }),
         ),
         "ReportPage": _obj(["reports"], reports=_array(_ref("Report")),
                            next_after=_nullable(UUID)),

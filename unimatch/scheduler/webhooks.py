@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from unimatch.metrics import WEBHOOK_ATTEMPTS
 from unimatch.scheduler.handlers import JobContext, PermanentJobError, register
 from unimatch.storage import webhooks as store
 from unimatch.storage.notifications import DELIVER_WEBHOOK
@@ -173,6 +174,7 @@ async def deliver_webhook(payload: dict[str, Any], ctx: JobContext) -> None:
         await store.record_attempt(
             ctx.db, delivery_id, response_code=None, error=str(exc), delivered=False, final=True
         )
+        WEBHOOK_ATTEMPTS.labels("refused").inc()
         log.warning("webhook %s delivery %s refused: %s", row["webhook_id"], delivery_id, exc)
         raise PermanentJobError(str(exc)) from exc
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -180,6 +182,7 @@ async def deliver_webhook(payload: dict[str, Any], ctx: JobContext) -> None:
         await store.record_attempt(
             ctx.db, delivery_id, response_code=None, error=error, delivered=False, final=final
         )
+        WEBHOOK_ATTEMPTS.labels("network_error").inc()
         raise DeliveryFailed(error) from exc
 
     delivered = 200 <= status < 300
@@ -191,6 +194,7 @@ async def deliver_webhook(payload: dict[str, Any], ctx: JobContext) -> None:
         delivered=delivered,
         final=final,
     )
+    WEBHOOK_ATTEMPTS.labels("delivered" if delivered else "http_error").inc()
     if not delivered:
         raise DeliveryFailed(f"webhook answered HTTP {status}")
     log.info("webhook %s delivery %s (%s) delivered", row["webhook_id"], delivery_id, row["event"])
