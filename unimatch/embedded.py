@@ -15,6 +15,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("unimatch.embedded")
 
@@ -26,7 +27,7 @@ START_TIMEOUT = 30.0
 class EmbeddedPostgres:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self._server = None
+        self._server: Any = None
 
     def start(self) -> str:
         """Start (or join) the server under `root/pg`; return the DSN of the

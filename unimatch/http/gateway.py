@@ -100,7 +100,7 @@ class Gateway:
 
 def start_gateways(config: Config, host: str, port: int) -> list[Any]:
     """Create the gateway actors and wait until every one listens."""
-    cls = ray.remote(Gateway)
+    cls: Any = ray.remote(Gateway)
     handles = [
         cls.options(
             name=gateway_name(i),

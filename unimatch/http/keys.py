@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from aiohttp import web
+
+from unimatch.actors.directory import ActorDirectory
 
 from unimatch.config import Config
 from unimatch.storage.cache import Cache
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
 
-if TYPE_CHECKING:
-    from unimatch.actors.directory import ActorDirectory
-
 CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", Database)
 CACHE = web.AppKey("cache", Cache)
 LIMITER = web.AppKey("limiter", RateLimiter)
 # None when the app runs without the actor system (in-process shell tests).
-DIRECTORY = web.AppKey("directory", Any)
+DIRECTORY: web.AppKey[ActorDirectory | None] = web.AppKey("directory")
 GATEWAY_ID = web.AppKey("gateway_id", str)
 
 REQUEST_ID = web.RequestKey("request_id", str)
