@@ -44,6 +44,9 @@ RATE_STRIKES = 20
 # Typing indicators: a small bucket per socket; extra ones are dropped quietly.
 TYPING_BURST, TYPING_PER_SECOND = 5, 2.0
 SYNC_PAGE = 500
+# A replay waits this long for a client to make room in its send queue
+# before the client counts as too slow to read (4008).
+SLOW_READER_PATIENCE = 5.0
 TOUCH_EVERY = 60.0
 CLOSE_TRY_AGAIN = 1013
 
@@ -234,7 +237,7 @@ class ChatSocket:
                 )
                 for row in rows:
                     data = codec.encode(sql.message_frame(row))
-                    if not await conn.queue.put_paced(data, patience=self.config.ws_heartbeat):
+                    if not await conn.queue.put_paced(data, patience=SLOW_READER_PATIENCE):
                         return
                     replayed[str(row["match_id"])] = row["seq"]
                 if len(rows) < SYNC_PAGE:

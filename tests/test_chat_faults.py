@@ -1,0 +1,175 @@
+"""Chat under faults: a shard host killed mid-burst, a client that never reads."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import time
+import uuid
+
+import aiohttp
+import orjson
+import pytest
+import ray
+
+from tests.chat_clients import ChatClient, eventually, make_match
+from unimatch.actors.directory import ActorDirectory
+from unimatch.actors.routing import pick_host
+
+
+@pytest.fixture
+async def directory(platform, config):
+    return ActorDirectory.lookup(config.namespace, config.shard_hosts)
+
+
+async def _send_until_acked(
+    client: ChatClient, match_id: str, bodies: dict[str, str], within: float
+) -> None:
+    """Resend every un-acked message with its client_msg_id, as a real client
+    does after a timeout or an error, until all are acked."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last_try: dict[str, float] = {}
+    errors_seen = 0
+    while True:
+        acked = client.acks()
+        missing = [c for c in bodies if c not in acked]
+        if not missing:
+            return
+        assert loop.time() < deadline, f"{len(missing)} messages never acked"
+        new_errors = client.of_type("error")[errors_seen:]
+        errors_seen += len(new_errors)
+        limited = [f["retry_after"] for f in new_errors if f["code"] == "rate_limited"]
+        if limited:  # back off as told, then try again
+            await asyncio.sleep(max(limited))
+        failed = {f.get("client_msg_id") for f in new_errors if f["code"] != "rate_limited"}
+        for cmid in missing:
+            if cmid in failed or loop.time() - last_try.get(cmid, 0.0) > 10.0:
+                last_try[cmid] = loop.time()
+                await client.send_message(match_id, bodies[cmid], cmid)
+        seen = len(client.frames)
+        try:
+            await client.wait_until(lambda: len(client.frames) > seen, within=1.0)  # noqa: B023
+        except TimeoutError:
+            pass
+
+
+async def test_killed_shard_host_loses_no_acked_message(platform, db, config, directory):
+    a, b, match_id = await make_match(db, config)
+    ca = await ChatClient.connect(platform.url, a.token)
+    cb = await ChatClient.connect(platform.url, b.token)
+    try:
+        n = 40
+        bodies = {
+            ca: {f"a{i}": f"from a {i}" for i in range(n)},
+            cb: {f"b{i}": f"from b {i}" for i in range(n)},
+        }
+
+        async def burst(client: ChatClient) -> None:
+            for cmid, body in bodies[client].items():
+                await client.send_message(match_id, body, cmid)
+                await asyncio.sleep(0.01)
+
+        bursts = [asyncio.create_task(burst(c)) for c in (ca, cb)]
+        await ca.wait_until(lambda: len(ca.acks()) >= 8)
+        victim = platform.hosts[pick_host("match", match_id, config.shard_hosts)]
+        ray.kill(victim, no_restart=False)
+        await asyncio.gather(*bursts)
+        await asyncio.gather(
+            _send_until_acked(ca, match_id, bodies[ca], within=120),
+            _send_until_acked(cb, match_id, bodies[cb], within=120),
+        )
+
+        # Durable: every acked message is stored under its acked seq, and the
+        # log is 1..2n with no gap and no message twice.
+        rows = await db.fetch(
+            "SELECT seq, client_msg_id, id FROM messages WHERE match_id = $1 ORDER BY seq",
+            uuid.UUID(match_id),
+        )
+        assert [r["seq"] for r in rows] == list(range(1, 2 * n + 1))
+        stored = {r["client_msg_id"]: (r["seq"], str(r["id"])) for r in rows}
+        assert len(stored) == 2 * n
+        for client in (ca, cb):
+            for cmid, ack in client.acks().items():
+                assert stored[cmid] == (ack["seq"], ack["message_id"])
+            # Every ack of one client_msg_id names the same seq.
+            for ack in client.of_type("ack"):
+                assert stored[ack["client_msg_id"]][0] == ack["seq"]
+
+        # Reaches the recipient, live or by sync; one message per seq.
+        for client, theirs in ((ca, bodies[cb]), (cb, bodies[ca])):
+            await client.send({"type": "sync", "cursors": {match_id: 0}})
+            await client.wait_for(lambda f: f["type"] == "synced", within=30)
+            by_seq: dict[int, str] = {}
+            for frame in client.of_type("message", match_id):
+                assert by_seq.setdefault(frame["seq"], frame["message_id"]) == frame["message_id"]
+            got = {f["client_msg_id"] for f in client.of_type("message", match_id)}
+            assert set(theirs) <= got
+            assert sorted(by_seq) == list(range(1, 2 * n + 1))
+    finally:
+        await ca.close()
+        await cb.close()
+
+
+def _small_receive_buffer(addr_info) -> socket.socket:
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+async def _round_trips(sender: ChatClient, receiver: ChatClient, match_id: str, count: int):
+    times = []
+    for i in range(count):
+        marker = f"rt-{uuid.uuid4().hex}-{i}"
+        started = time.perf_counter()
+        await sender.send_message(match_id, marker, marker)
+        await receiver.wait_for(
+            lambda f, m=marker: f["type"] == "message" and f["client_msg_id"] == m, within=10
+        )
+        times.append(time.perf_counter() - started)
+        await asyncio.sleep(0.05)
+    return times
+
+
+async def test_client_that_never_reads_is_closed_4008_and_slows_nobody(
+    platform, db, config, directory
+):
+    slow, partner, slow_match = await make_match(db, config)
+    # A long history for the slow client to be sent: far more than socket
+    # buffers and its send queue hold together.
+    await db.execute(
+        """INSERT INTO messages (match_id, seq, sender_id, body, client_msg_id)
+           SELECT $1, g, $2, repeat('x', 2000), 'bulk-' || g FROM generate_series(1, 5000) g""",
+        uuid.UUID(slow_match), partner.id,
+    )
+    x, y, match_xy = await make_match(db, config)
+    cx = await ChatClient.connect(platform.url, x.token)
+    cy = await ChatClient.connect(platform.url, y.token)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(socket_factory=_small_receive_buffer)
+    )
+    try:
+        before = await _round_trips(cx, cy, match_xy, 10)
+        ws = await session.ws_connect(f"{platform.url}/ws?token={slow.token}", autoping=False)
+        await ws.send_str(orjson.dumps({"type": "sync", "cursors": {slow_match: 0}}).decode())
+        # It never reads; meanwhile another pair talks as usual.
+        during = await _round_trips(cx, cy, match_xy, 20)
+
+        async def slow_socket_gone() -> bool:
+            return not await directory.call("user", str(slow.id), "sockets_open")
+
+        await eventually(slow_socket_gone, within=30)
+        # Reading now, it finds its frames, then the 4008 close.
+        async with asyncio.timeout(30):
+            async for _ in ws:
+                pass
+        assert ws.close_code == 4008
+        baseline = statistics.median(before)
+        assert statistics.median(during) < max(0.25, 5 * baseline), (before, during)
+        assert max(during) < 2.0, during
+    finally:
+        await session.close()
+        await cx.close()
+        await cy.close()
