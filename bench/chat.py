@@ -37,6 +37,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray starts its workers (shard hosts, gateways) at nice 15, below this
+# load generator and anything else on the machine; measure them on equal terms.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402

@@ -3,7 +3,8 @@
 Producers (pushes from actors, acks, sync replay) never wait on a client:
 `put` appends or, when the queue is full, reports it so the connection is
 closed with 4008. Only the writer task awaits the socket, so a client that
-stops reading stalls its own writer and nobody else.
+stops reading stalls its own writer and nobody else. The writer exists only
+while there is something to write: an idle socket costs a deque, no task.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ log = logging.getLogger("unimatch.ws")
 
 
 class SendQueue:
+    __slots__ = ("_closed", "_frames", "_on_overflow", "_room", "_waiters", "_writer", "limit",
+                 "ws")
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -29,13 +33,12 @@ class SendQueue:
         self.limit = limit
         self._on_overflow = on_overflow
         self._frames: collections.deque[bytes] = collections.deque()
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._writer: asyncio.Task[None] | None = None
+        # Created on demand: a paced producer waiting for room, and callers
+        # of `drained()` waiting for the writer to finish.
+        self._room: asyncio.Event | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
         self._closed = False
-        self._writer = asyncio.get_running_loop().create_task(self._write_forever())
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -53,17 +56,18 @@ class SendQueue:
             self._on_overflow()
             return False
         self._frames.append(data)
-        self._ready.set()
-        self._idle.clear()
-        if len(self._frames) >= self.limit // 2:
-            self._room.clear()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
         return True
 
     async def put_paced(self, data: bytes, *, patience: float) -> bool:
         """Queue a frame of a long stream (sync replay): wait while the queue
         is over half full, leaving room for live frames; a client that does
         not make room within `patience` seconds overflows."""
-        if not self._room.is_set():
+        if len(self._frames) >= self.limit // 2 and not self._closed:
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
             try:
                 await asyncio.wait_for(self._room.wait(), patience)
             except TimeoutError:
@@ -71,17 +75,12 @@ class SendQueue:
                 return False
         return self.put(data)
 
-    async def _write_forever(self) -> None:
+    async def _write(self) -> None:
         ws, frames = self.ws, self._frames
         try:
-            while True:
-                if not frames:
-                    self._idle.set()
-                    self._ready.clear()
-                    await self._ready.wait()
-                    continue
+            while frames:
                 data = frames.popleft()
-                if len(frames) < self.limit // 2:
+                if self._room is not None and len(frames) < self.limit // 2:
                     self._room.set()
                 await ws.send_frame(data, WSMsgType.TEXT)
         except asyncio.CancelledError:
@@ -89,17 +88,35 @@ class SendQueue:
         except Exception as exc:  # the socket broke: the read loop ends too
             log.debug("writer stopped: %r", exc)
             self._closed = True
-            self._idle.set()
+            frames.clear()
+        finally:
+            self._writer = None
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._room is not None:
+            self._room.set()
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters = None
 
     async def drained(self) -> None:
         """Wait until every queued frame is written (or the queue closed)."""
-        await self._idle.wait()
+        if self._writer is None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
 
     def close(self) -> None:
         """Drop what is queued and stop the writer (it may be stuck on a
         client that does not read)."""
         self._closed = True
         self._frames.clear()
-        self._room.set()
-        self._idle.set()
-        self._writer.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
+        self._wake()
