@@ -30,6 +30,9 @@ def init_ray(config: Config) -> bool:
     """Join `RAY_ADDRESS`, or start a local Ray on loopback. True when this
     call started Ray (and so must shut it down)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray starts its workers at nice 15; ours serve users, so they run at the
+    # same priority as PostgreSQL and Redis.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     if ray.is_initialized():
