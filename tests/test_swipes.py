@@ -163,10 +163,15 @@ async def _wait_until(arrived: asyncio.Condition, condition) -> None:
         await arrived.wait_for(condition)
 
 
-async def test_fifty_pairs_liking_at_the_same_instant(http, db, config):
+async def test_fifty_pairs_liking_at_the_same_instant(platform, http, db, config):
     pairs = [(await make_user(db, config), await make_user(db, config)) for _ in range(50)]
     users = [u for pair in pairs for u in pair]
-    sockets = [await http.ws_connect(f"/ws?token={u.token}") for u in users]
+    # Sockets on a session of their own: each holds a connection for good,
+    # and the swipes must not queue behind them for the pool's 100 slots.
+    ws_session = aiohttp.ClientSession(
+        base_url=platform.url, connector=aiohttp.TCPConnector(limit=0)
+    )
+    sockets = [await ws_session.ws_connect(f"/ws?token={u.token}") for u in users]
     frames: list[list[dict]] = [[] for _ in users]
     arrived = asyncio.Condition()
     readers = [
@@ -179,9 +184,10 @@ async def test_fifty_pairs_liking_at_the_same_instant(http, db, config):
             arrived, lambda: all(any(f.get("type") == "ready" for f in fs) for fs in frames)
         )
 
-        results = await asyncio.gather(*(
-            _swipe(http, x, y) for a, b in pairs for x, y in ((a, b), (b, a))
-        ))
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(*(
+                _swipe(http, x, y) for a, b in pairs for x, y in ((a, b), (b, a))
+            ))
 
         assert [status for status, _, _ in results] == [201] * 100
         matched = [body for _, body, _ in results if body["matched"]]
@@ -209,3 +215,4 @@ async def test_fifty_pairs_liking_at_the_same_instant(http, db, config):
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in sockets))
+        await ws_session.close()
