@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -29,15 +29,6 @@ async def make_match(db: Database, config: Config) -> tuple[TestUser, TestUser, 
         "INSERT INTO matches (id, user_a, user_b) VALUES ($1, $2, $3)", match_id, user_a, user_b
     )
     return a, b, str(match_id)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
-    """Poll an async condition every few ms until it holds (or time runs out)."""
-    async with asyncio.timeout(within):
-        # A database condition has no event to wait on: poll it.
-        while not (result := await check()):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    return result
 
 
 class ChatClient:

@@ -10,7 +10,7 @@ import asyncio
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ import ray
 from prometheus_client import REGISTRY
 
 from tests.actor_kinds import SCHEMA
+from tests.waiting import eventually
 from unimatch.actors.batching import TickBatcher
 from unimatch.actors.directory import ActorDirectory
 from unimatch.actors.host import start_shard_hosts, stop_shard_hosts
@@ -27,21 +28,6 @@ from unimatch.errors import Conflict, NotFound, RateLimited
 from unimatch.storage.pg import Database
 
 PREFIX = f"rt-{secrets.token_hex(3)}"
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, within: float = 60.0, interval: float = 0.05
-) -> Any:
-    """Poll `probe` until it returns something truthy; that value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {within} s (last: {value!r})")
-        await asyncio.sleep(interval)
 
 
 def ids_on(host: int, count: int, label: str, hosts: int = 2) -> list[str]:

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from tests.chat_clients import ChatClient, eventually, make_match
+from tests.chat_clients import ChatClient, make_match
+from tests.waiting import eventually
 from unimatch.storage.cache import match_list_key
 
 

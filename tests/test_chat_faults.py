@@ -13,7 +13,8 @@ import orjson
 import pytest
 import ray
 
-from tests.chat_clients import ChatClient, eventually, make_match
+from tests.chat_clients import ChatClient, make_match
+from tests.waiting import eventually
 from unimatch.actors.directory import ActorDirectory
 from unimatch.actors.routing import pick_host
 

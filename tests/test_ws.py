@@ -7,8 +7,9 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.chat_clients import ChatClient, eventually, make_match
+from tests.chat_clients import ChatClient, make_match
 from tests.factories import make_user
+from tests.waiting import eventually
 from unimatch.actors.directory import ActorDirectory
 from unimatch.http.app import create_app
 from unimatch.ws.hub import HUB

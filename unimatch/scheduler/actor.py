@@ -6,8 +6,7 @@ restarts it when its process dies (`max_restarts=-1`); jobs it held come back
 after their lease, so nothing acknowledged is lost.
 
 To add job kinds, register handlers in a module (see `handlers`) and list the
-module in `HANDLER_MODULES`, or create one of `OPTIONAL_HANDLER_MODULES`,
-which are imported when they exist.
+module in `HANDLER_MODULES`.
 """
 
 from __future__ import annotations
@@ -35,12 +34,7 @@ HANDLER_MODULES = [
     "unimatch.scheduler.mail",
     "unimatch.scheduler.periodic",
     "unimatch.scheduler.feed_refresh",
-]
-# Written by other features; imported only when present.
-OPTIONAL_HANDLER_MODULES = [
     "unimatch.scheduler.webhooks",
-    "unimatch.scheduler.feed_refresh",
-    "unimatch.http.feed_jobs",
 ]
 
 _DRAIN_GRACE_SECONDS = 30.0
@@ -52,18 +46,7 @@ def import_handler_modules(extra: Sequence[str] = ()) -> list[str]:
     for name in [*HANDLER_MODULES, *extra]:
         importlib.import_module(name)
         imported.append(name)
-    for name in OPTIONAL_HANDLER_MODULES:
-        if _module_exists(name):
-            importlib.import_module(name)
-            imported.append(name)
     return imported
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        return False
 
 
 class SchedulerActor:
