@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from unimatch.actors.directory import ActorDirectory
-
 from unimatch.config import Config
 from unimatch.storage.cache import Cache
 from unimatch.storage.pg import Database
