@@ -15,10 +15,11 @@ from uuid import UUID
 
 import pytest
 
+from tests.job_kinds import TEST_ACTOR_MAIL
 from tests.mailsink import Inbox, SmtpServer, free_port
 from unimatch.config import Config
 from unimatch.scheduler.actor import SchedulerActor, start_scheduler, stop_scheduler
-from unimatch.scheduler.mail import SEND_EMAIL, Mailer, enqueue_email, send_email
+from unimatch.scheduler.mail import SEND_EMAIL, Mailer, send_email
 from unimatch.scheduler.queue import Backoff, Job, enqueue
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage.pg import Database
@@ -199,8 +200,10 @@ async def test_scheduler_actor_delivers_a_mail_job_end_to_end(
         name=f"scheduler-test-mail-{secrets.token_hex(3)}",
         poll_interval=0.2,
         backoff_base=0.2,
-        # Only mail, and no schedule: the run's database is shared with other suites.
-        kinds=[SEND_EMAIL],
+        # Only its own mail kind, and no schedule: the run's database (and the
+        # platform's scheduler, which sends `send_email`) are shared.
+        kinds=[TEST_ACTOR_MAIL],
+        handler_modules=("tests.job_kinds",),
         periodic=False,
     )
     try:
@@ -208,7 +211,8 @@ async def test_scheduler_actor_delivers_a_mail_job_end_to_end(
         await asyncio.wait_for(handle.check_health.remote(), TIMEOUT)
         address = f"{secrets.token_hex(5)}@students.ac.ke"
         async with db.transaction() as conn:
-            job_id = await enqueue_email(conn, address, "Welcome", "Your code is 246810")
+            job_id = await enqueue(conn, TEST_ACTOR_MAIL, {
+                "to": address, "subject": "Welcome", "text": "Your code is 246810"})
         assert job_id is not None
 
         message = await smtp.inbox.wait_for(address, within=120)

@@ -220,7 +220,8 @@ class ChatSocket:
     async def _sync(self, frame: codec.Sync) -> None:
         """Replay every message after each cursor, in seq order, then
         `synced`. Live messages of those matches that arrive meanwhile are
-        held and released after the replay, minus the seqs it covered."""
+        held and released after the replay, minus the seqs it covered; seqs
+        this socket already got live are not sent again."""
         conn = self.conn
         cursors = {
             m: seq for m, seq in frame.cursors.items()
@@ -235,11 +236,15 @@ class ChatSocket:
                 rows = await db.fetch(
                     sql.SYNC_PAGE, conn.user_id, list(pending), list(pending.values()), SYNC_PAGE
                 )
+                live = conn.live_seqs or {}
                 for row in rows:
+                    match_id = str(row["match_id"])
+                    replayed[match_id] = row["seq"]
+                    if row["seq"] in live.get(match_id, ()):
+                        continue
                     data = codec.encode(sql.message_frame(row))
                     if not await conn.queue.put_paced(data, patience=SLOW_READER_PATIENCE):
                         return
-                    replayed[str(row["match_id"])] = row["seq"]
                 if len(rows) < SYNC_PAGE:
                     break
                 last = rows[-1]
@@ -251,6 +256,7 @@ class ChatSocket:
             for match_id, frames in held.items():
                 for seq, data in sorted(frames, key=lambda f: f[0]):
                     if seq > replayed[match_id]:
+                        conn.remember_live(match_id, seq)
                         conn.send(data)
         conn.send(codec.SYNCED)
 

@@ -29,6 +29,10 @@ log = logging.getLogger("unimatch.ws")
 CLOSE_GRACE = 10.0
 
 
+# Live seqs remembered per match and socket; a sync skips these.
+LIVE_SEQ_MEMORY = 256
+
+
 class Connection:
     """One authenticated socket: its user, its scope, its send queue, and
     the sync in progress (live messages of matches being replayed wait here
@@ -40,6 +44,7 @@ class Connection:
         "holding",
         "id",
         "last_touch",
+        "live_seqs",
         "queue",
         "scope",
         "user_id",
@@ -59,6 +64,10 @@ class Connection:
         self.scope = scope
         self.closing = False
         self.holding: dict[str, list[tuple[int, bytes]]] | None = None
+        # Seqs this socket got live, per match, so a later sync does not send
+        # them again (a live frame and a sync request can cross on the wire).
+        # Made on first use: an idle socket carries none.
+        self.live_seqs: dict[str, set[int]] | None = None
         self.last_touch = 0.0
         self._close_task: asyncio.Task[None] | None = None
         self.queue = SendQueue(ws, queue_limit, self._overflow)
@@ -81,10 +90,20 @@ class Connection:
         match_id = frame.get("match_id")
         if self.scope is not None and match_id is not None and match_id != self.scope:
             return True  # another match: not for this scoped socket
-        if kind == "message" and self.holding is not None and match_id in self.holding:
-            self.holding[match_id].append((frame["seq"], data))
-            return True
+        if kind == "message":
+            if self.holding is not None and match_id in self.holding:
+                self.holding[match_id].append((frame["seq"], data))
+                return True
+            self.remember_live(match_id, frame["seq"])
         return self.queue.put(data)
+
+    def remember_live(self, match_id: str, seq: int) -> None:
+        if self.live_seqs is None:
+            self.live_seqs = {}
+        seen = self.live_seqs.setdefault(match_id, set())
+        if len(seen) >= LIVE_SEQ_MEMORY:
+            seen.discard(min(seen))
+        seen.add(seq)
 
     def _overflow(self) -> None:
         if not self.closing:
