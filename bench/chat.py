@@ -115,8 +115,12 @@ class LoadClient:
             async with gate:
                 assert self.session is not None
                 ws = await self.session.ws_connect(self.urls[i], heartbeat=None, max_msg_size=0)
-                ready = orjson.loads((await ws.receive(timeout=60)).data)
-                assert ready["type"] == "ready", ready
+                # A match's presence may arrive before this socket's `ready`.
+                while True:
+                    msg = await ws.receive(timeout=60)
+                    assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, ws.close_code)
+                    if orjson.loads(msg.data)["type"] == "ready":
+                        break
                 self.sockets[i] = ws
                 self.readers.append(asyncio.create_task(self._read(i, ws)))
 
@@ -183,8 +187,14 @@ class LoadClient:
             await asyncio.sleep(0.001)
         stats.elapsed = time.perf_counter() - start
         deadline = time.perf_counter() + DRAIN_SECONDS
+        def settled() -> bool:
+            if stats.delivered + stats.shed < stats.sent:
+                return False
+            # The sender's own sockets get the message too: wait for those echoes.
+            return all(seq in self.seen[self.sender_of[cmid]] for cmid, seq in self.acks.items())
+
         # Open loop has no event for "all answered": poll until then or the deadline.
-        while time.perf_counter() < deadline and stats.delivered + stats.shed < stats.sent:  # noqa: ASYNC110
+        while time.perf_counter() < deadline and not settled():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         # Loss: an acked seq that a member of the match never received.
         for cmid, seq in self.acks.items():
@@ -285,7 +295,9 @@ async def main_async(args: argparse.Namespace) -> None:
         config = Config(
             database_url=dsn, redis_url=REDIS_URL, jwt_secret=secrets.token_hex(16),
             redis_prefix=f"bench:{db_name}:", namespace=db_name,
-            shard_hosts=args.hosts, gateways=1, ws_send_queue=256,
+            shard_hosts=args.hosts, gateways=args.gateways, ws_send_queue=256,
+            # Every process has a pool: keep the sum under max_connections (100).
+            pg_pool_size=10, pg_pool_overflow=5,
         )
         ray.init(namespace=db_name, include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
@@ -295,7 +307,8 @@ async def main_async(args: argparse.Namespace) -> None:
         match_of = await make_matches(dsn, users)
         urls = [f"{platform.url}/ws?token={tokens.issue_access(config, u)}" for u in users]
         print(f"# {args.users} users in {args.users // 2} matches, {args.hosts} shard hosts, "
-              f"1 gateway; rates {args.rates} for {args.seconds:.0f} s each", flush=True)
+              f"{args.gateways} gateway(s); rates {args.rates} for {args.seconds:.0f} s each",
+              flush=True)
 
         started = time.perf_counter()
         client = LoadClient(urls, match_of)
@@ -324,15 +337,15 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"# highest rate with delivery p99 < 50 ms (no loss, nothing shed): platform "
               f"{ours}/s, bare relay {ceiling}/s, ratio "
               f"{(ours / ceiling if ceiling else float('nan')):.2f}", flush=True)
-        bad = sum(s.lost + s.duplicates + s.order_violations
-                  for s in [*platform_results.values(), *relay_results.values()])
-        print(f"# loss + duplicates + order violations over every platform run: {bad}")
+        for name, results in (("platform", platform_results), ("bare relay", relay_results)):
+            bad = sum(s.lost + s.duplicates + s.order_violations for s in results.values())
+            print(f"# loss + duplicates + order violations over every {name} run: {bad}")
 
         if args.idle:
-            gateway = platform.gateways[0]
-            pid = await gateway.__ray_call__.remote(lambda self: os.getpid())
+            pids = [await g.__ray_call__.remote(lambda self: os.getpid())
+                    for g in platform.gateways]
             idle_users = await make_users(dsn, args.idle)
-            before = rss_kb(pid)
+            before = sum(rss_kb(pid) for pid in pids)
             iclient = LoadClient(
                 [f"{platform.url}/ws?token={tokens.issue_access(config, u)}" for u in idle_users],
                 [""] * len(idle_users),
@@ -340,7 +353,7 @@ async def main_async(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             await iclient.connect()
             await asyncio.sleep(2.0)
-            after = rss_kb(pid)
+            after = sum(rss_kb(pid) for pid in pids)
             print(f"# idle: {args.idle} sockets connected in {time.perf_counter() - started:.1f} s;"
                   f" gateway RSS {before / 1024:.0f} MB -> {after / 1024:.0f} MB: "
                   f"{(after - before) / args.idle:.1f} KB per connection added, "
@@ -365,6 +378,7 @@ def main() -> None:
                         default=[250, 500, 1000, 2000, 3000])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--hosts", type=int, default=2)
+    parser.add_argument("--gateways", type=int, default=1)
     parser.add_argument("--idle", type=int, default=10000)
     asyncio.run(main_async(parser.parse_args()))
 

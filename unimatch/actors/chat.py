@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from unimatch.actors.base import Services
 from unimatch.actors.batching import TickBatcher
+from unimatch.actors.push import pusher_of
 from unimatch.errors import Forbidden, NotFound, Unavailable, ValidationFailed
 from unimatch.metrics import CHAT_COMMIT_BATCH, MESSAGES
 from unimatch.storage import messages as sql
@@ -41,7 +42,7 @@ MAX_BODY = 2000
 MAX_CLIENT_MSG_ID = 100
 # Concurrent group commits per host: more overlap commit latency, fewer merge
 # more messages per transaction.
-COMMITS_IN_FLIGHT = 3
+COMMITS_IN_FLIGHT = 8
 # Resent client_msg_ids answered from memory; older ones from the database.
 RECENT_ACKS = 256
 # One "new message" notification per match and recipient per quiet period.
@@ -82,6 +83,7 @@ class PendingMessage:
     sender_id: uuid.UUID
     body: str
     client_msg_id: str
+    recipient_id: uuid.UUID
 
     @property
     def key(self) -> tuple[uuid.UUID, uuid.UUID, str]:
@@ -115,7 +117,9 @@ class MessageCommitter:
     async def _commit_batch(self, items: list[PendingMessage]) -> list[CommitOutcome | Exception]:
         CHAT_COMMIT_BATCH.observe(len(items))
         try:
-            async with self.db.transaction() as conn:
+            # One INSERT statement is its own transaction: no BEGIN/COMMIT
+            # round trips on the ack's path.
+            async with self.db.connection() as conn:
                 outcomes = await self._insert(conn, items)
         except (asyncpg.PostgresError, Unavailable) as exc:
             if len(items) == 1:
@@ -128,7 +132,7 @@ class MessageCommitter:
 
     async def _commit_one(self, item: PendingMessage) -> CommitOutcome | Exception:
         try:
-            async with self.db.transaction() as conn:
+            async with self.db.connection() as conn:
                 (outcome,) = await self._insert(conn, [item])
         except (asyncpg.PostgresError, Unavailable) as exc:
             return exc
@@ -172,18 +176,18 @@ class MessageCommitter:
             MESSAGES.inc(inserted)
         # Both members' match lists show the last message: clear them, in one
         # round trip for the whole batch, off the ack's path.
-        match_ids = {i.match_id for i, o in zip(items, outcomes, strict=True) if o.inserted}
-        if match_ids:
-            task = asyncio.get_running_loop().create_task(self._clear_match_lists(match_ids))
+        users = {
+            u
+            for i, o in zip(items, outcomes, strict=True)
+            if o.inserted
+            for u in (i.sender_id, i.recipient_id)
+        }
+        if users:
+            task = asyncio.get_running_loop().create_task(
+                self.cache.delete(*(match_list_key(u) for u in users))
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    async def _clear_match_lists(self, match_ids: set[uuid.UUID]) -> None:
-        rows = await self.db.fetch(
-            "SELECT user_a, user_b FROM matches WHERE id = ANY($1::uuid[])", list(match_ids)
-        )
-        users = {u for r in rows for u in (r["user_a"], r["user_b"])}
-        await self.cache.delete(*(match_list_key(u) for u in users))
 
 
 def committer_of(services: Services) -> MessageCommitter:
@@ -250,7 +254,9 @@ class ChatLog:
         if recent is not None:
             return recent
         recipient = await self._member(sender_id, open_only=True)
-        pending = PendingMessage(self.match_id, self.last_seq + 1, sender_id, body, client_msg_id)
+        pending = PendingMessage(
+            self.match_id, self.last_seq + 1, sender_id, body, client_msg_id, recipient
+        )
         try:
             outcome = await committer_of(self.services).commit(pending)
         except Exception as exc:
@@ -302,25 +308,22 @@ class ChatLog:
             self._courier = asyncio.get_running_loop().create_task(self._carry())
 
     async def _carry(self) -> None:
-        directory = self.services.directory
+        pusher = pusher_of(self.services)
         while self._outbox:
             batch, self._outbox = self._outbox, []
-            per_user: dict[uuid.UUID, list[dict[str, Any]]] = {}
+            per_user: dict[str, list[dict[str, Any]]] = {}
             for users, frame, _ in batch:
                 for user in users:
-                    per_user.setdefault(user, []).append(frame)
-            results = await asyncio.gather(
-                *(directory.call("user", str(u), "push", f) for u, f in per_user.items()),
-                return_exceptions=True,
-            )
-            reached = dict(zip(per_user, results, strict=True))
-            for user, result in reached.items():
-                if isinstance(result, BaseException):
-                    # The recipient's cursor fills the gap (sync, history).
-                    log.warning("push to %s for match %s failed: %r", user, self.match_id, result)
+                    per_user.setdefault(str(user), []).append(frame)
+            try:
+                reached = await pusher.push_to_users(per_user)
+            except Exception as exc:
+                # The recipients' cursors fill the gap (sync, history).
+                log.warning("push for match %s failed: %r", self.match_id, exc)
+                continue
             notified: set[uuid.UUID] = set()
             for _, frame, offline in batch:
-                if offline is not None and offline not in notified and reached.get(offline) == 0:
+                if offline is not None and offline not in notified and not reached[str(offline)]:
                     notified.add(offline)
                     try:
                         await self._notify_offline(offline, frame)

@@ -1,8 +1,10 @@
 """From a shard host to the gateways' sockets: one Ray call per gateway per tick.
 
-A `UserActor` knows which gateway holds each of its user's sockets. Its
-pushes go through the host's `GatewayPusher`, which gathers every
-`(connection_id, frame)` bound for one gateway within a tick into a single
+A `UserActor` knows which gateway holds each of its user's sockets and
+pushes to those connections; chat messages skip that hop and go to every
+gateway addressed to the user (each gateway knows its own sockets by user).
+Both go through the host's `GatewayPusher`, which gathers every
+`(target, frame)` bound for one gateway within a tick into a single
 `gateway.push.remote(batch)` (DESIGN.md: a remote call costs about a
 millisecond whatever it carries). One flush per gateway is in flight at a
 time, so frames reach a gateway in the order they were pushed, and under load
@@ -91,6 +93,28 @@ class GatewayPusher:
         if not deliveries:
             return []
         return await self._batcher(gateway_id).submit(list(deliveries))
+
+    async def push_to_users(
+        self, frames_by_user: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, bool]:
+        """Write frames to every socket of each user, on every gateway, in
+        order; per user, whether any socket took them. One hop from the host
+        to the gateways, with no UserActor in between: the chat hot path."""
+        from unimatch.http.gateway import gateway_name
+        from unimatch.ws.hub import user_target
+
+        users = list(frames_by_user)
+        deliveries = [
+            (user_target(user), frame) for user in users for frame in frames_by_user[user]
+        ]
+        names = [gateway_name(i) for i in range(self.gateway_count)]
+        per_gateway = await asyncio.gather(*(self.push(name, deliveries) for name in names))
+        reached = dict.fromkeys(users, False)
+        for results in per_gateway:
+            for (target, _), ok in zip(deliveries, results, strict=True):
+                if ok:
+                    reached[target.removeprefix("user:")] = True
+        return reached
 
     async def sockets_of(self, user_id: str) -> list[tuple[str, str]]:
         """(gateway_id, connection_id) of every socket the gateways hold for

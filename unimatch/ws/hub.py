@@ -141,6 +141,14 @@ class Connection:
             pass  # aiohttp closes the transport on a close that times out
 
 
+# A push target meaning "every socket of this user here" (else a connection id).
+USER_TARGET = "user:"
+
+
+def user_target(user_id: object) -> str:
+    return f"{USER_TARGET}{user_id}"
+
+
 class SocketHub:
     """Every socket of this gateway by connection id and by user."""
 
@@ -169,20 +177,28 @@ class SocketHub:
                 self.chat_buckets.pop(user, None)
 
     def deliver(self, batch: list[tuple[str, dict[str, Any]]]) -> list[bool]:
-        """Queue each (connection_id, frame) on its socket, in order; per
-        pair, whether the socket is still here. Never waits on a client."""
+        """Queue each (target, frame) on its sockets, in order; per pair,
+        whether a socket here took it. A target is a connection id, or
+        `user_target(user_id)` for every socket of that user on this gateway.
+        Never waits on a client."""
         results = []
         encoded: dict[int, bytes] = {}  # a frame fanned out to many sockets is encoded once
-        for conn_id, frame in batch:
-            conn = self.connections.get(conn_id)
-            if conn is None:
-                results.append(False)
-                continue
-            key = id(frame)
-            data = encoded.get(key)
-            if data is None:
-                data = encoded[key] = encode(frame)
-            results.append(conn.deliver(frame, data))
+        for target, frame in batch:
+            if target.startswith(USER_TARGET):
+                conn_ids = list(self.by_user.get(target[len(USER_TARGET):], ()))
+            else:
+                conn_ids = [target]
+            reached = False
+            for conn_id in conn_ids:
+                conn = self.connections.get(conn_id)
+                if conn is None:
+                    continue
+                key = id(frame)
+                data = encoded.get(key)
+                if data is None:
+                    data = encoded[key] = encode(frame)
+                reached = conn.deliver(frame, data) or reached
+            results.append(reached)
         return results
 
     def sockets_of(self, user_ids: list[str]) -> dict[str, list[str]]:
