@@ -84,6 +84,8 @@ class Config:
 
     shard_hosts: int = max(os.cpu_count() or 1, 1)
     gateways: int = 1
+    # Ray calls one gateway keeps in flight to one shard host (see gateway.py).
+    gateway_calls_in_flight: int = 2
     passivate_after: float = 900.0
     scheduler_workers: int = 4
     job_lease_seconds: float = 60.0
@@ -144,6 +146,7 @@ class Config:
             slow_query_ms=_float(merged, "SLOW_QUERY_MS", 100.0),
             shard_hosts=_int(merged, "SHARD_HOSTS", cls.shard_hosts),
             gateways=_int(merged, "GATEWAYS", 1),
+            gateway_calls_in_flight=_int(merged, "GATEWAY_CALLS_IN_FLIGHT", 2),
             passivate_after=_float(merged, "PASSIVATE_AFTER_SECONDS", 900.0),
             scheduler_workers=_int(merged, "SCHEDULER_WORKERS", 4),
             ws_heartbeat=_float(merged, "WS_HEARTBEAT_SECONDS", 30.0),

@@ -47,7 +47,15 @@ class Gateway:
         from unimatch.actors.directory import ActorDirectory
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        directory = ActorDirectory.lookup(self.config.namespace, self.config.shard_hosts)
+        # A few calls in flight per host, the rest gathered into the next one:
+        # under load many requests share one Ray call (about a millisecond of
+        # CPU each, whatever it carries). The hosts never call back through
+        # this directory, so the cap cannot deadlock.
+        directory = ActorDirectory.lookup(
+            self.config.namespace,
+            self.config.shard_hosts,
+            max_in_flight=self.config.gateway_calls_in_flight,
+        )
         self.app = create_app(self.config, directory=directory, gateway_id=self.gateway_id)
         self.runner = web.AppRunner(
             self.app,

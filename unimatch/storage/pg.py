@@ -55,6 +55,14 @@ async def _init_connection(conn: asyncpg.Connection, slow_query_ms: float) -> No
     conn.add_query_logger(_log_slow(slow_query_ms))
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without `RESET ALL; UNLISTEN *; ...`: that is a round trip on
+    every release, and the platform leaves no session state on a pooled
+    connection (settings only with SET LOCAL, advisory locks only per
+    transaction, LISTEN removed by its owner). asyncpg still rolls back an
+    open transaction and drops listeners before calling this."""
+
+
 class Database:
     def __init__(self, pool: asyncpg.Pool, *, retries: int = 3, backoff: float = 0.05) -> None:
         self.pool = pool
@@ -85,6 +93,7 @@ class Database:
             command_timeout=30,
             timeout=5,
             max_inactive_connection_lifetime=300,
+            reset=_keep_session,
         )
         await pool
         return cls(pool, retries=retries)
