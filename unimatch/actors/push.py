@@ -38,6 +38,8 @@ _GATEWAY_DOWN: tuple[type[BaseException], ...] = (
     ray.exceptions.ActorHandleNotFoundError,
 )
 
+_LOOKUP_FAILED: tuple[type[BaseException], ...] = (TimeoutError, *_GATEWAY_DOWN)
+
 
 class GatewayPusher:
     """Batches pushes per gateway; gateway handles are looked up once."""
@@ -130,7 +132,7 @@ class GatewayPusher:
                 found = await asyncio.wait_for(
                     handle.sockets_of.remote([user_id]), LOOKUP_TIMEOUT
                 )
-            except (TimeoutError, *_GATEWAY_DOWN) as exc:
+            except _LOOKUP_FAILED as exc:
                 log.warning("gateway %s did not list sockets: %r", gateway_id, exc)
                 return []
             return [(gateway_id, conn_id) for conn_id in found.get(user_id, [])]

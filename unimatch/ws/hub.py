@@ -94,7 +94,7 @@ class Connection:
             if self.holding is not None and match_id in self.holding:
                 self.holding[match_id].append((frame["seq"], data))
                 return True
-            self.remember_live(match_id, frame["seq"])
+            self.remember_live(str(match_id), frame["seq"])
         return self.queue.put(data)
 
     def remember_live(self, match_id: str, seq: int) -> None:
