@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import os
 import random
 import secrets
@@ -161,13 +162,16 @@ async def measure(config: Config, url: str, args: argparse.Namespace) -> None:
 
         # Swipes: each viewer likes or passes its own feed's candidates, a few
         # concurrent clients, bounded by count and time.
-        pairs: list[tuple[uuid.UUID, str]] = []
+        per_viewer: list[list[tuple[uuid.UUID, str]]] = []
         for viewer in viewers:
             async with http.get("/api/v1/discover?limit=50", headers=headers[viewer]) as resp:
                 body = await resp.json()
-            pairs.extend((viewer, c["user_id"]) for c in body["results"][:30])
-            if len(pairs) >= args.swipes:
+            per_viewer.append([(viewer, c["user_id"]) for c in body["results"][:30]])
+            if sum(map(len, per_viewer)) >= args.swipes:
                 break
+        # Interleaved, as many students swipe at once; one student's swipes
+        # come one after another (their likes are counted under one lock).
+        pairs = [p for round_ in itertools.zip_longest(*per_viewer) for p in round_ if p]
         pairs = pairs[: args.swipes]
         latencies: list[float] = []
         statuses: dict[int, int] = {}
