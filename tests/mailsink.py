@@ -35,12 +35,15 @@ class Inbox:
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == address]
 
-    async def wait_for(self, address: str, within: float = TIMEOUT) -> EmailMessage:
+    async def wait_for(
+        self, address: str, within: float = TIMEOUT, count: int = 1
+    ) -> EmailMessage:
+        """The `count`-th mail to `address`, once it has arrived."""
         async with asyncio.timeout(within):
-            while not self.to(address):
+            while len(self.to(address)) < count:
                 self._changed.clear()
                 await self._changed.wait()
-        return self.to(address)[0]
+        return self.to(address)[count - 1]
 
 
 class SmtpServer:

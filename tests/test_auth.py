@@ -50,11 +50,7 @@ class Mailbox:
         return self.inbox.to(address)
 
     async def wait_for(self, address: str, count: int = 1) -> list[EmailMessage]:
-        deadline = time.monotonic() + MAIL_TIMEOUT
-        while len(self.to(address)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no mail #{count} to {address} within {MAIL_TIMEOUT}s")
-            await asyncio.sleep(0.01)
+        await self.inbox.wait_for(address, within=MAIL_TIMEOUT, count=count)
         return self.to(address)
 
     async def code_for(self, address: str, count: int = 1) -> str:

@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import hmac
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.factories import make_user
+from tests.waiting import eventually
 from unimatch.config import Config
 from unimatch.http.app import create_app
 from unimatch.notify import notify
@@ -91,13 +91,10 @@ async def jobs(db: Database, config: Config) -> AsyncIterator[JobRunner]:
 
 
 async def _wait_for(condition: Callable, what: str) -> object:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        value = await condition()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    try:
+        return await eventually(condition, within=DEADLINE)
+    except AssertionError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def _create(client: TestClient, user, url: str, events: list[str]) -> dict:
