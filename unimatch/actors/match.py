@@ -100,9 +100,9 @@ class MatchActor(VirtualActor):
         created: dict[str, Any] | None = None
         async with self.services.db.transaction() as conn:
             await conn.execute(LOCK_PAIR, self.match_id)
-            existing = await swipe_sql.existing_swipe(conn, swiper, target)
-            if existing is not None:
-                if existing["id"] != this_swipe:
+            state = await swipe_sql.pair_state(conn, swiper, target)
+            if state["existing_id"] is not None:
+                if state["existing_id"] != this_swipe:
                     raise Conflict("you already swiped this user", code="already_swiped")
                 # Our own first attempt committed: answer as it would have.
                 row = await match_sql.match_by_id(conn, self.match_id)
@@ -111,7 +111,7 @@ class MatchActor(VirtualActor):
                 if matched:
                     await self._announce_match(swiper, target)
                 return {"matched": matched, "match_id": str(self.match_id) if matched else None}
-            if not await swipe_sql.target_swipeable(conn, swiper, target):
+            if not state["swipeable"]:
                 raise NotFound("no such user", code="not_found")
             if action == "like":
                 wait = await swipe_sql.like_retry_after(conn, swiper, limit)
@@ -121,7 +121,7 @@ class MatchActor(VirtualActor):
                         code="like_limit_reached",
                     )
             await swipe_sql.insert_swipe(conn, this_swipe, swiper, target, action)
-            if action == "like" and await swipe_sql.has_liked(conn, target, swiper):
+            if action == "like" and state["liked_back"]:
                 user_a, user_b = ordered(swiper, target)
                 row = await match_sql.create_match(conn, self.match_id, user_a, user_b)
                 if row is not None:

@@ -26,6 +26,16 @@ SELECT EXISTS (
                       WHERE (b.blocker_id = $1 AND b.blocked_id = $2)
                          OR (b.blocker_id = $2 AND b.blocked_id = $1)))"""
 
+# Everything a swipe decides on, in one round trip (under the pair's lock, so
+# neither direction can change underneath): the swiper's earlier swipe on the
+# target if any, whether the target may be swiped, whether the target already
+# liked the swiper. $1 swiper, $2 target.
+PAIR_STATE = f"""
+SELECT (SELECT s.id FROM swipes s WHERE s.swiper_id = $1 AND s.swiped_id = $2) AS existing_id,
+       ({TARGET_SWIPEABLE.strip()}) AS swipeable,
+       EXISTS (SELECT 1 FROM swipes s
+               WHERE s.swiper_id = $2 AND s.swiped_id = $1 AND s.action = 'like') AS liked_back"""
+
 # The swipe's id is chosen by the caller, so a retried call can recognise a
 # row its own first attempt committed.
 INSERT = """
@@ -33,12 +43,6 @@ INSERT INTO swipes (id, swiper_id, swiped_id, action)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (swiper_id, swiped_id) DO NOTHING
 RETURNING id"""
-
-BY_PAIR = "SELECT id, action FROM swipes WHERE swiper_id = $1 AND swiped_id = $2"
-
-LIKED = """
-SELECT EXISTS (SELECT 1 FROM swipes
-               WHERE swiper_id = $1 AND swiped_id = $2 AND action = 'like')"""
 
 # Serialises one user's likes across every pair actor (they run on several
 # hosts at once), so the count below cannot be raced past the limit.
@@ -53,8 +57,11 @@ WHERE swiper_id = $1 AND action = 'like' AND created_at > now() - $2::interval""
 NOW = "SELECT now()"
 
 
-async def target_swipeable(conn: asyncpg.Connection, swiper: uuid.UUID, target: uuid.UUID) -> bool:
-    return bool(await conn.fetchval(TARGET_SWIPEABLE, swiper, target))
+async def pair_state(
+    conn: asyncpg.Connection, swiper: uuid.UUID, target: uuid.UUID
+) -> asyncpg.Record:
+    """(existing_id, swipeable, liked_back) for a swipe of `target` by `swiper`."""
+    return await conn.fetchrow(PAIR_STATE, swiper, target)
 
 
 async def insert_swipe(
@@ -63,16 +70,6 @@ async def insert_swipe(
 ) -> bool:
     """True when this call recorded the swipe; False when one already exists."""
     return await conn.fetchval(INSERT, swipe_id, swiper, target, action) is not None
-
-
-async def existing_swipe(
-    conn: asyncpg.Connection, swiper: uuid.UUID, target: uuid.UUID
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(BY_PAIR, swiper, target)
-
-
-async def has_liked(conn: asyncpg.Connection, swiper: uuid.UUID, target: uuid.UUID) -> bool:
-    return bool(await conn.fetchval(LIKED, swiper, target))
 
 
 async def like_retry_after(
