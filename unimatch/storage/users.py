@@ -22,10 +22,13 @@ PROFILE_COMPLETE = """
      AND (SELECT count(*) FROM user_interests ui WHERE ui.user_id = {u}.id) >= 3
      AND EXISTS (SELECT 1 FROM photos p WHERE p.user_id = {u}.id))"""
 
+# Every authenticated request runs this, so completeness comes from the
+# trigger-maintained `feed_complete` column (migration 020), which a test
+# holds equal to PROFILE_COMPLETE, instead of three subqueries.
 PRINCIPAL = f"""
 SELECT u.id, u.role, u.is_verified,
        {ACTIVE_SUSPENSION.format(user="u.id")} AS is_suspended,
-       {PROFILE_COMPLETE.format(u="u")} AS profile_complete
+       u.feed_complete AS profile_complete
 FROM users u WHERE u.id = $1"""
 
 
