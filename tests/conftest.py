@@ -42,6 +42,24 @@ def dsn_for(admin_dsn: str, database: str) -> str:
     return f"{base}/{database}" + (f"?{query}" if query else "")
 
 
+async def create_database(admin_dsn: str, name: str) -> str:
+    """Create database `name` on the admin DSN's server; its DSN."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return dsn_for(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(PostgreSQL admin DSN, Redis URL): the machine's servers, or embedded
@@ -80,19 +98,10 @@ def pg_admin_dsn(services: tuple[str, str]) -> str:
 async def pg_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database of this run's own, migrated, dropped at the end."""
     name = f"unimatch_test_{RUN_ID}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = dsn_for(pg_admin_dsn, name)
+    dsn = await create_database(pg_admin_dsn, name)
     await apply_migrations(dsn)
     yield dsn
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(pg_admin_dsn, name)
 
 
 @pytest.fixture(scope="session")

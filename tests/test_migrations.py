@@ -9,26 +9,13 @@ import sys
 
 import asyncpg
 
-from tests.conftest import dsn_for
+from tests.conftest import create_database, drop_database
 from unimatch.storage.migrations import apply_migrations, discover
 
 
 async def _fresh_database(admin_dsn: str) -> tuple[str, str]:
     name = f"unimatch_mig_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return name, dsn_for(admin_dsn, name)
-
-
-async def _drop(admin_dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    return name, await create_database(admin_dsn, name)
 
 
 async def test_migrations_apply_once_and_reapply_as_noop(pg_admin_dsn: str) -> None:
@@ -49,7 +36,7 @@ async def test_migrations_apply_once_and_reapply_as_noop(pg_admin_dsn: str) -> N
         assert recorded == versions
         assert campuses >= 40 and interests >= 40
     finally:
-        await _drop(pg_admin_dsn, name)
+        await drop_database(pg_admin_dsn, name)
 
 
 async def test_concurrent_migrate_processes_do_not_collide(pg_admin_dsn: str) -> None:
@@ -83,4 +70,4 @@ async def test_concurrent_migrate_processes_do_not_collide(pg_admin_dsn: str) ->
             await conn.close()
         assert rows == total
     finally:
-        await _drop(pg_admin_dsn, name)
+        await drop_database(pg_admin_dsn, name)
