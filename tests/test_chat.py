@@ -144,9 +144,11 @@ async def test_sync_during_live_traffic_loses_and_repeats_nothing(pair):
     total = 40
 
     async def talk() -> None:
+        # Two sends in flight at a time, paced by the acks: traffic keeps
+        # flowing while the sync runs.
         for i in range(total):
             await ca.send_message(match_id, f"live {i}")
-            await asyncio.sleep(0.002)
+            await ca.wait_until(lambda i=i: len(ca.acks()) >= i - 1)
 
     talking = asyncio.create_task(talk())
     await ca.wait_until(lambda: len(ca.acks()) >= 5)
