@@ -7,8 +7,10 @@ then `/discover` latency on a cache miss (key cleared first) and on a hit, and
 
     python bench/feed.py [--users 100000] [--requests 300] [--swipes 2000]
     python bench/feed.py --load-only --keep     # just the data, for EXPLAIN
+    python bench/feed.py --database NAME        # measure a kept database again
 
-The scratch database is dropped at the end unless `--keep`.
+The scratch database is dropped at the end unless `--keep` (a database named
+by `--database` is never dropped; the swipes a run adds stay in it).
 """
 
 from __future__ import annotations
@@ -127,11 +129,32 @@ async def _eligible_viewers(dsn: str, count: int) -> list[uuid.UUID]:
         await conn.close()
 
 
+async def _background_settled(dsn: str, bound: float = 180.0) -> None:
+    """Wait (bounded) until the scheduler's start-up `refresh_feeds` run, which
+    recomputes every recently active user's feed, has finished: the figures
+    are of the steady state, not of that burst."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < bound:
+            busy = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE kind = 'refresh_feeds'"
+                " AND status IN ('queued', 'running')"
+            )
+            if not busy and time.monotonic() - started > 3.0:
+                break
+            await asyncio.sleep(0.5)
+        print(f"background feed refresh settled after {time.monotonic() - started:.1f} s")
+    finally:
+        await conn.close()
+
+
 async def measure(config: Config, url: str, args: argparse.Namespace) -> None:
     import redis.asyncio as aioredis
 
     dsn = config.database_url
     assert dsn
+    await _background_settled(dsn)
     viewers = await _eligible_viewers(dsn, args.requests)
     redis = aioredis.Redis.from_url(REDIS_URL)
     headers = {v: {"Authorization": f"Bearer {tokens.issue_access(config, v)}"} for v in viewers}
@@ -211,9 +234,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="bound per phase")
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--database", help="measure this kept database instead of loading one")
     args = parser.parse_args()
-
-    name = f"unimatch_bench_feed_{secrets.token_hex(3)}"
+    if args.database:
+        args.keep = True
+    name = args.database or f"unimatch_bench_feed_{secrets.token_hex(3)}"
 
     async def create() -> None:
         admin = await asyncpg.connect(ADMIN_DSN)
@@ -229,7 +254,8 @@ def main() -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
-    asyncio.run(create())
+    if not args.database:
+        asyncio.run(create())
     try:
         if args.load_only:
             return

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from tests.mailsink import Inbox, SmtpServer
 from unimatch import tokens
 from unimatch.config import Config
+from unimatch.errors import Unauthorized
 from unimatch.http.app import create_app
 from unimatch.http.auth import email_problems
 from unimatch.passwords import common_passwords, password_problems
@@ -513,6 +514,24 @@ async def test_unknown_accounts_lock_out_like_real_ones(
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_an_access_token_used_before_still_expires_on_time(
+    client: TestClient, inbox: tuple[Mailbox, int], config: Config, monkeypatch
+) -> None:
+    _, verified = await _verified(client, inbox[0])
+    user_id = uuid.UUID(verified["user"]["user_id"])
+    token = tokens.issue_access(config.with_(access_ttl=120), user_id)
+    response = await client.get("/api/v1/me", headers=_bearer(token))
+    assert response.status == 200  # its signature is now checked and remembered
+
+    later = time.time() + 121
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    response = await client.get("/api/v1/me", headers=_bearer(token))
+    await _error(response, 401, "token_expired")
+    # A remembered token under another secret is not valid there either.
+    with pytest.raises(Unauthorized):
+        tokens.decode(config.with_(jwt_secret="x" * 40), token, tokens.ACCESS)
 
 
 async def test_bad_access_tokens_are_401(

@@ -182,10 +182,36 @@ async def test_cards_carry_the_public_profile(db, config):
     card = next(c for c in await compute_feed(db, viewer.id) if c["user_id"] == str(other.id))
 
     assert card["display_name"] == "Wanjiru"
-    assert card["campus"]["id"] == str(campus)
-    assert {i["id"] for i in card["interests"]} == {str(i) for i in mine}
+    row = await db.fetchrow("SELECT name, city FROM campuses WHERE id = $1", campus)
+    assert card["campus"] == {"id": str(campus), "name": row["name"], "city": row["city"]}
+    names = {r["id"]: r["name"] for r in await db.fetch("SELECT id, name FROM interests")}
+    assert card["interests"] == sorted(
+        ({"id": str(i), "name": names[i]} for i in mine), key=lambda i: i["name"]
+    )
     assert len(card["photos"]) == 1 and card["photos"][0]["url"].startswith("/media/")
     assert "email" not in card and "birthdate" not in card
+
+
+async def test_an_interest_added_later_shows_on_the_next_card(db, config):
+    campus, mine = await _catalogue(db, 35, slice(11, 14))
+    viewer = await _nb_user(db, config, campus_id=campus, interests=mine)
+    other = await _nb_user(db, config, campus_id=campus, interests=mine)
+    await compute_feed(db, viewer.id)  # the catalogue is now in memory
+
+    added = await db.fetchval(
+        "INSERT INTO interests (slug, name, category) VALUES ('zz-chess-club', 'Zz chess club',"
+        " 'clubs') RETURNING id"
+    )
+    try:
+        await db.execute(
+            "INSERT INTO user_interests (user_id, interest_id) VALUES ($1, $2)", other.id, added
+        )
+        card = next(c for c in await compute_feed(db, viewer.id) if c["user_id"] == str(other.id))
+        assert card["interests"][-1] == {"id": str(added), "name": "Zz chess club"}
+        assert len(card["interests"]) == len(mine) + 1
+    finally:
+        await db.execute("DELETE FROM user_interests WHERE interest_id = $1", added)
+        await db.execute("DELETE FROM interests WHERE id = $1", added)
 
 
 async def test_feed_completeness_agrees_with_the_profile_definition(db, config):
@@ -249,6 +275,19 @@ async def test_limit_and_cache_hit(http, db, config, cache):
     assert len(first["results"]) == 2
     assert second["results"] == first["results"]
     assert await cache.get_json(feed_key(viewer.id)) is not None
+
+
+async def test_a_cache_entry_of_another_shape_is_a_miss(http, db, config, cache):
+    campus, mine = await _catalogue(db, 34, slice(8, 11))
+    viewer = await _nb_user(db, config, campus_id=campus, interests=mine)
+    other = await _nb_user(db, config, campus_id=campus, interests=mine)
+    await cache.set_json(feed_key(viewer.id), [{"user_id": str(other.id)}], 600)
+
+    page = await _discover(http, viewer)
+
+    assert page["cached"] is False
+    assert str(other.id) in {c["user_id"] for c in page["results"]}
+    assert (await _discover(http, viewer))["cached"] is True
 
 
 async def _pair_on_campus(db, config, campus_index: int, interests: slice):
@@ -345,5 +384,5 @@ async def test_refresh_feeds_job_warms_recently_active_users(db, config, cache):
     await refresh_feeds_of(db, cache)
 
     warm = await cache.get_json(feed_key(viewer.id))
-    assert warm is not None and str(other.id) in {c["user_id"] for c in warm}
+    assert warm is not None and str(other.id) in {user_id for user_id, _score in warm}
     assert await cache.get_json(feed_key(idle.id)) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -20,6 +21,11 @@ from unimatch.errors import Unauthorized
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
+
+# Access tokens whose signature was checked, so a client's next requests skip
+# the HMAC and the parse (a third of a millisecond each): stateless tokens
+# stay valid until `exp`, which is checked on every use all the same.
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,28 @@ def issue_refresh(
     return jwt.encode(claims, config.jwt_secret, algorithm=ALGORITHM), expires
 
 
+_verified: OrderedDict[tuple[str, str], TokenClaims] = OrderedDict()
+
+
 def decode(config: Config, token: str, expected_type: str) -> TokenClaims:
+    """The claims of a valid token of `expected_type`; else `Unauthorized`
+    with `token_expired` or `invalid_token`."""
+    if expected_type != ACCESS:
+        return _decode(config, token, expected_type)
+    key = (config.jwt_secret, token)
+    claims = _verified.get(key)
+    if claims is None:
+        claims = _decode(config, token, expected_type)
+        _verified[key] = claims
+        if len(_verified) > VERIFIED_CACHE_SIZE:
+            _verified.popitem(last=False)
+    elif time.time() >= claims.expires_at:
+        del _verified[key]
+        raise Unauthorized("token expired", code="token_expired")
+    return claims
+
+
+def _decode(config: Config, token: str, expected_type: str) -> TokenClaims:
     try:
         claims = jwt.decode(
             token,

@@ -6,19 +6,26 @@ of a pair); reads come straight from PostgreSQL through the caches.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiohttp import web
 
 from unimatch.errors import NotFound, ValidationFailed
 from unimatch.http.keys import CACHE, CONFIG, DB, directory_of
-from unimatch.http.permissions import IsProfileComplete, principal_of, requires
+from unimatch.http.permissions import (
+    IsProfileComplete,
+    authorize,
+    principal_of,
+    requires,
+    token_user,
+)
 from unimatch.http.validation import Fields, json_response, path_uuid, read_json
 from unimatch.pairs import pair_id
 from unimatch.storage import blocks as block_sql
 from unimatch.storage import matches as match_sql
 from unimatch.storage.cache import MATCH_LIST_TTL, match_list_key
-from unimatch.storage.feed import FEED_SIZE, load_feed
+from unimatch.storage.feed import FEED_SIZE, cached_ranking, feed_page
 
 routes = web.RouteTableDef()
 
@@ -26,17 +33,21 @@ DEFAULT_PAGE = 20
 
 
 @routes.get("/discover")
-@requires(IsProfileComplete)
 async def discover(request: web.Request) -> web.Response:
     """`?limit=` 1..50 (default 20): the best-scored candidates; `cached` says
-    whether the page came from `discover_feed:{user_id}`."""
+    whether the page came from `discover_feed:{user_id}`. Needs a complete
+    profile; the cached ranking is read while that is checked."""
+    me = token_user(request)
+    cache = request.app[CACHE]
+    _, ranking = await asyncio.gather(
+        authorize(request, IsProfileComplete), cached_ranking(cache, me)
+    )
     fields = Fields(request.query)
     limit = fields.integer("limit", required=False, minimum=1, maximum=FEED_SIZE,
                            default=DEFAULT_PAGE)
     fields.check()
     assert limit is not None
-    me = principal_of(request).user_id
-    results, cached = await load_feed(request.app[DB], request.app[CACHE], me, limit)
+    results, cached = await feed_page(request.app[DB], cache, me, limit, ranking)
     return json_response({"results": results, "cached": cached})
 
 

@@ -1,6 +1,7 @@
 """Per-route permissions: IsAuthenticated, IsVerified, IsProfileComplete,
-IsModerator. A handler declares what it needs with `@requires(...)`; the
-principal it gets is on `request[PRINCIPAL]`.
+IsModerator. A handler declares what it needs with `@requires(...)` (or
+awaits `authorize(request, ...)` itself, to overlap it with its own reads);
+the principal it gets is on `request[PRINCIPAL]`.
 
 401 `unauthorized` / `token_expired` / `invalid_token` for a missing or bad
 token; 403 `suspended`, `unverified`, `profile_incomplete` or `forbidden`.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -65,13 +67,25 @@ async def authenticate(request: web.Request) -> Principal:
     return principal
 
 
+async def authorize(request: web.Request, *needs: Permission) -> Principal:
+    """Authenticate, check `needs`, and keep the principal on the request."""
+    principal = await authenticate(request)
+    check(principal, needs)
+    request[PRINCIPAL] = principal
+    return principal
+
+
+def token_user(request: web.Request) -> uuid.UUID:
+    """The user a valid access token names, before any database check: for
+    a handler that starts its own reads while `authorize` runs."""
+    return tokens.decode(request.app[CONFIG], bearer_token(request), tokens.ACCESS).user_id
+
+
 def requires(*needs: Permission) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            principal = await authenticate(request)
-            check(principal, needs)
-            request[PRINCIPAL] = principal
+            await authorize(request, *needs)
             return await handler(request)
 
         return guarded

@@ -18,8 +18,9 @@ log = logging.getLogger("unimatch.feed")
 ACTIVE_WITHIN_SECONDS = 3600
 # A bound on one run's work; the most recently active come first.
 MAX_USERS_PER_RUN = 5000
-# Feeds computed at once: the job shares the database with live requests.
-CONCURRENCY = 4
+# Feeds computed at once: the job shares the database (and, on a small
+# machine, the cores) with live requests, so it takes its time.
+CONCURRENCY = 1
 
 
 async def refresh_feeds_of(db: Database, cache: Cache) -> int:

@@ -13,11 +13,12 @@ filters and the score read sits on the user row and in two covering indexes
 triggers from the normalised tables, and `feed_complete` generated from
 them, so a shared-interest count is one AND and a popcount, not a join.
 
-Cache: `discover_feed:{viewer}` holds the top `FEED_SIZE` cards for 10 min.
-A cached page is re-checked at read time with one query (`STILL_VISIBLE`), so
-it never shows someone the viewer has since swiped, blocked or been blocked
-by, or who was suspended or hidden meanwhile; events of the viewer's own
-(a swipe, a match, a profile change) also clear the key.
+Cache: `discover_feed:{viewer}` holds the ranking, the top `FEED_SIZE`
+(id, score) pairs, for 10 min. A page served from it is one query (`PAGE`)
+that re-checks each candidate and builds the cards of the page only, so it
+never shows someone the viewer has since swiped, blocked or been blocked by,
+or who was suspended or hidden meanwhile, and cards are never stale; events
+of the viewer's own (a swipe, a match, a profile change) also clear the key.
 """
 
 from __future__ import annotations
@@ -28,26 +29,15 @@ from typing import Any
 import asyncpg
 
 from unimatch.storage.cache import FEED_TTL, Cache, feed_key
+from unimatch.storage.cards import CARD_COLUMNS, cards_of
 from unimatch.storage.pg import Database
 from unimatch.storage.users import ACTIVE_SUSPENSION
 
 # The most a page can ask for; the cache keeps this many.
 FEED_SIZE = 50
 
-# The public card of a user, as the feed, match frames and the match list
-# show it. `{u}` is the users alias.
-CARD_COLUMNS = """
-    {u}.id AS user_id, {u}.display_name, {u}.year_of_study, {u}.bio,
-    (SELECT jsonb_build_object('id', ca.id, 'name', ca.name, 'city', ca.city)
-     FROM campuses ca WHERE ca.id = {u}.campus_id) AS campus,
-    (SELECT coalesce(jsonb_agg(jsonb_build_object('id', i.id, 'name', i.name)
-                               ORDER BY i.name), '[]'::jsonb)
-     FROM user_interests ui JOIN interests i ON i.id = ui.interest_id
-     WHERE ui.user_id = {u}.id) AS interests,
-    (SELECT coalesce(jsonb_agg(jsonb_build_object('photo_id', p.id,
-                                                  'url', '/media/' || p.filename)
-                               ORDER BY p.created_at, p.id), '[]'::jsonb)
-     FROM photos p WHERE p.user_id = {u}.id) AS photos"""
+# A cached feed: the ranked candidates as (user id, score), best first.
+Ranking = list[tuple[str, int]]
 
 # Who may appear in a viewer's feed at all. `{c}` is the candidate, `me` the
 # viewer (with `gender_bit`).
@@ -66,7 +56,8 @@ _ELIGIBLE = """
 # whole campus: the most recently active ones.
 OTHER_CAMPUS_POOL = 400
 
-# $1 viewer, $2 how many, $3 the other-campus pool size.
+# $1 viewer, $2 how many, $3 the other-campus pool size, $4 how many of
+# them get their card built (the rest come back as id and score only).
 #
 # The candidates scored are the viewer's whole campus (by
 # users_campus_active_idx) plus the $3 most recently active eligible users
@@ -76,6 +67,9 @@ OTHER_CAMPUS_POOL = 400
 # lack the +100 of the campus and, mostly, the +20 of activity, so they rank
 # below the pool in all but rare cases, and scoring all 100,000 users per
 # request (a full scan, ~200 ms here) would cost forty times more.
+#
+# Cards are the costly part of a row (a photo subquery each), so only the
+# page asked for gets them; the cache keeps the whole ranking as ids.
 FEED = f"""
 WITH me AS (
     SELECT id, campus_id, year_of_study, interest_mask, seeking_mask,
@@ -101,20 +95,34 @@ WITH me AS (
     FROM me, pool c
     ORDER BY score DESC, c.last_active DESC, c.id
     LIMIT $2
+), numbered AS MATERIALIZED (
+    SELECT ranked.*, row_number() OVER (ORDER BY score DESC, last_active DESC, id) AS pos
+    FROM ranked
+), cards AS MATERIALIZED (
+    SELECT {CARD_COLUMNS.format(u="u")}
+    FROM numbered n JOIN users u ON u.id = n.id
+    WHERE n.pos <= $4
 )
-SELECT ranked.score, {CARD_COLUMNS.format(u="u")}
-FROM ranked JOIN users u ON u.id = ranked.id
-ORDER BY ranked.score DESC, ranked.last_active DESC, ranked.id"""
+SELECT n.id, n.score, cards.*
+FROM numbered n LEFT JOIN cards ON cards.user_id = n.id
+ORDER BY n.pos"""
 
-# $1 viewer, $2 candidate ids: those a cached page may still show.
-STILL_VISIBLE = f"""
-SELECT c.id FROM users c
-WHERE c.id = ANY($2::uuid[]) AND c.is_verified AND c.is_visible
+# A page of a cached ranking: $1 viewer, $2 candidate ids and $3 their scores
+# in rank order, $4 the page size. Only candidates the viewer may still see:
+# not swiped since, not blocked either way, not suspended or hidden
+# meanwhile; cards are built at read time, so they are always current.
+PAGE = f"""
+SELECT f.score, {CARD_COLUMNS.format(u="c")}
+FROM unnest($2::uuid[], $3::int[]) WITH ORDINALITY AS f(id, score, pos)
+JOIN users c ON c.id = f.id
+WHERE c.is_verified AND c.is_visible
   AND NOT EXISTS (SELECT 1 FROM swipes s WHERE s.swiper_id = $1 AND s.swiped_id = c.id)
   AND NOT EXISTS (SELECT 1 FROM blocks b
                   WHERE (b.blocker_id = $1 AND b.blocked_id = c.id)
                      OR (b.blocker_id = c.id AND b.blocked_id = $1))
-  AND NOT {ACTIVE_SUSPENSION.format(user="c.id")}"""
+  AND NOT {ACTIVE_SUSPENSION.format(user="c.id")}
+ORDER BY f.pos
+LIMIT $4"""
 
 # The users whose feeds the scheduler keeps warm: active in the last hour.
 RECENTLY_ACTIVE = """
@@ -124,56 +132,81 @@ ORDER BY last_active DESC
 LIMIT $2"""
 
 
-def card_json(row: asyncpg.Record) -> dict[str, Any]:
-    """A card row (CARD_COLUMNS) as the API shows it."""
-    return {
-        "user_id": str(row["user_id"]),
-        "display_name": row["display_name"],
-        "campus": row["campus"],
-        "year_of_study": row["year_of_study"],
-        "bio": row["bio"],
-        "interests": row["interests"],
-        "photos": row["photos"],
-    }
+async def _scored_cards(db: Database, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    cards = await cards_of(db, rows)
+    return [{**card, "score": row["score"]} for card, row in zip(cards, rows, strict=True)]
+
+
+async def rank_feed(
+    db: Database, user_id: uuid.UUID, cards: int
+) -> tuple[Ranking, list[dict[str, Any]]]:
+    """The viewer's best `FEED_SIZE` candidates as (id, score), and the cards
+    of the first `cards` of them, in one query."""
+    rows = await db.fetch(FEED, user_id, FEED_SIZE, OTHER_CAMPUS_POOL, cards)
+    ranking = [(str(row["id"]), row["score"]) for row in rows]
+    return ranking, await _scored_cards(db, rows[:cards])
 
 
 async def compute_feed(
-    db: Database | asyncpg.Connection, user_id: uuid.UUID, limit: int = FEED_SIZE
+    db: Database, user_id: uuid.UUID, limit: int = FEED_SIZE
 ) -> list[dict[str, Any]]:
-    """The viewer's best `limit` candidates, scored, straight from PostgreSQL."""
-    rows = await db.fetch(FEED, user_id, limit, OTHER_CAMPUS_POOL)
-    return [{**card_json(row), "score": row["score"]} for row in rows]
+    """The viewer's best `limit` candidates as scored cards, straight from
+    PostgreSQL."""
+    rows = await db.fetch(FEED, user_id, limit, OTHER_CAMPUS_POOL, limit)
+    return await _scored_cards(db, rows)
 
 
-async def still_visible(
-    db: Database, user_id: uuid.UUID, candidate_ids: list[uuid.UUID]
-) -> set[uuid.UUID]:
-    rows = await db.fetch(STILL_VISIBLE, user_id, candidate_ids)
-    return {row["id"] for row in rows}
+async def refresh_feed(
+    db: Database, cache: Cache, user_id: uuid.UUID, cards: int = 0
+) -> list[dict[str, Any]]:
+    """Recompute the viewer's ranking and store it in the cache; the cards
+    of its first `cards` candidates."""
+    ranking, page = await rank_feed(db, user_id, cards)
+    await cache.set_json(feed_key(user_id), ranking, FEED_TTL)
+    return page
 
 
-async def refresh_feed(db: Database, cache: Cache, user_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Recompute the viewer's feed and store it in the cache."""
-    feed = await compute_feed(db, user_id)
-    await cache.set_json(feed_key(user_id), feed, FEED_TTL)
-    return feed
+def _cached_ranking(value: Any) -> Ranking | None:
+    """A cached ranking, or None for anything else under the key (a value
+    written by an older release reads as a miss)."""
+    if not isinstance(value, list):
+        return None
+    try:
+        return [(str(uuid.UUID(str(entry[0]))), int(entry[1])) for entry in value]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+
+
+async def cached_ranking(cache: Cache, user_id: uuid.UUID) -> Ranking | None:
+    """The viewer's cached ranking; None when there is none (or it is of a
+    shape an older release wrote)."""
+    return _cached_ranking(await cache.get_json(feed_key(user_id), cache="discover_feed"))
+
+
+async def feed_page(
+    db: Database, cache: Cache, user_id: uuid.UUID, limit: int, ranking: Ranking | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """(page, served from cache). A cached `ranking` is filtered at read
+    time; if filtering leaves the page shorter than asked while more may
+    exist, or there is none, the feed is recomputed and cached."""
+    if ranking is not None:
+        rows = (
+            await db.fetch(
+                PAGE, user_id, [i for i, _ in ranking], [s for _, s in ranking], limit
+            )
+            if ranking
+            else []
+        )
+        if len(rows) >= limit or len(ranking) < FEED_SIZE:
+            return await _scored_cards(db, list(rows)), True
+    return await refresh_feed(db, cache, user_id, cards=limit), False
 
 
 async def load_feed(
     db: Database, cache: Cache, user_id: uuid.UUID, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:
-    """(page, served from cache). A cached page is filtered at read time; if
-    filtering leaves it shorter than asked while more may exist, it is
-    recomputed instead."""
-    cached = await cache.get_json(feed_key(user_id), cache="discover_feed")
-    if cached is not None:
-        ids = [uuid.UUID(card["user_id"]) for card in cached]
-        visible = await still_visible(db, user_id, ids) if ids else set()
-        page = [card for card in cached if uuid.UUID(card["user_id"]) in visible]
-        if len(page) >= limit or len(cached) < FEED_SIZE:
-            return page[:limit], True
-    feed = await refresh_feed(db, cache, user_id)
-    return feed[:limit], False
+    """(page, served from cache): `feed_page` of the cached ranking."""
+    return await feed_page(db, cache, user_id, limit, await cached_ranking(cache, user_id))
 
 
 async def recently_active(db: Database, within_seconds: float, limit: int) -> list[uuid.UUID]:

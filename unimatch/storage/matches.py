@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from unimatch.storage.feed import CARD_COLUMNS, card_json
+from unimatch.storage.cards import CARD_COLUMNS, Catalogue, catalogue_for
 from unimatch.storage.pg import Database
 from unimatch.storage.users import ACTIVE_SUSPENSION
 
@@ -73,12 +73,14 @@ async def end_match(
     return await conn.fetchrow(END, match_id, by_user, reason)
 
 
-async def user_card(db: Database | asyncpg.Connection, user_id: uuid.UUID) -> dict[str, Any]:
+async def user_card(db: Database, user_id: uuid.UUID) -> dict[str, Any]:
     row = await db.fetchrow(CARD, user_id)
-    return card_json(row) if row is not None else {"user_id": str(user_id)}
+    if row is None:
+        return {"user_id": str(user_id)}
+    return (await catalogue_for(db, [row])).card(row)
 
 
-def match_list_json(row: asyncpg.Record) -> dict[str, Any]:
+def match_list_json(row: asyncpg.Record, catalogue: Catalogue) -> dict[str, Any]:
     last = None
     if row["last_id"] is not None:
         last = {
@@ -90,7 +92,7 @@ def match_list_json(row: asyncpg.Record) -> dict[str, Any]:
         }
     return {
         "match_id": str(row["match_id"]),
-        "user": card_json(row),
+        "user": catalogue.card(row),
         "last_message": last,
         "unread_count": row["unread_count"],
         "created_at": row["created_at"].isoformat(),
@@ -98,4 +100,6 @@ def match_list_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def list_matches(db: Database, user_id: uuid.UUID) -> list[dict[str, Any]]:
-    return [match_list_json(row) for row in await db.fetch(LIST, user_id)]
+    rows = await db.fetch(LIST, user_id)
+    catalogue = await catalogue_for(db, rows)
+    return [match_list_json(row, catalogue) for row in rows]

@@ -63,6 +63,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     open transaction and drops listeners before calling this."""
 
 
+# How long a query waits for a pooled connection before that counts as the
+# database being unavailable.
+ACQUIRE_TIMEOUT = 10.0
+
+
 class Database:
     def __init__(self, pool: asyncpg.Pool, *, retries: int = 3, backoff: float = 0.05) -> None:
         self.pool = pool
@@ -105,7 +110,10 @@ class Database:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
-                return await self.pool.acquire(timeout=10)
+                # asyncio.timeout, not acquire(timeout=): that one runs the
+                # acquisition as a task of its own, on every query.
+                async with asyncio.timeout(ACQUIRE_TIMEOUT):
+                    return await self.pool.acquire()
             except _CONNECTION_ERRORS as exc:
                 if attempt == self.retries:
                     log.error("database unavailable after %d retries: %r", self.retries, exc)
