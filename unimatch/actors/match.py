@@ -53,13 +53,18 @@ class MatchActor(VirtualActor):
     def __init__(self, actor_id: str, services: Services) -> None:
         super().__init__(actor_id, services)
         self.match_id = uuid.UUID(actor_id)
-        # The pair's `matches` row as a dict, or None before a match.
+        # The pair's `matches` row as a dict, or None before a match. Read
+        # on first need, not on activation: most pairs only ever swipe, and
+        # a swipe learns what it needs inside its own transaction.
         self.match: dict[str, Any] | None = None
+        self._match_loaded = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def on_activate(self) -> None:
-        row = await match_sql.match_by_id(self.services.db, self.match_id)
-        self.match = dict(row) if row is not None else None
+    async def _load_match(self) -> None:
+        if not self._match_loaded or self.match is None:
+            row = await match_sql.match_by_id(self.services.db, self.match_id)
+            self.match = dict(row) if row is not None else None
+            self._match_loaded = True
 
     async def on_passivate(self) -> None:
         if self._tasks:
@@ -98,30 +103,31 @@ class MatchActor(VirtualActor):
         this_swipe = uuid.UUID(swipe_id) if swipe_id else uuid.uuid4()
         limit = self.services.config.limit_likes_per_day if like_limit is None else like_limit
         created: dict[str, Any] | None = None
+        like = action == "like"
         async with self.services.db.transaction() as conn:
-            await conn.execute(LOCK_PAIR, self.match_id)
-            state = await swipe_sql.pair_state(conn, swiper, target)
+            state = await swipe_sql.lock_and_read(conn, self.match_id, swiper, target, like)
             if state["existing_id"] is not None:
                 if state["existing_id"] != this_swipe:
                     raise Conflict("you already swiped this user", code="already_swiped")
                 # Our own first attempt committed: answer as it would have.
                 row = await match_sql.match_by_id(conn, self.match_id)
                 self.match = dict(row) if row is not None else None
-                matched = action == "like" and row is not None
+                self._match_loaded = True
+                matched = like and row is not None
                 if matched:
                     await self._announce_match(swiper, target)
                 return {"matched": matched, "match_id": str(self.match_id) if matched else None}
             if not state["swipeable"]:
                 raise NotFound("no such user", code="not_found")
-            if action == "like":
-                wait = await swipe_sql.like_retry_after(conn, swiper, limit)
+            if like:
+                wait = swipe_sql.like_retry_after(state, limit)
                 if wait is not None:
                     raise RateLimited(
                         f"at most {limit} likes a day", retry_after=wait,
                         code="like_limit_reached",
                     )
             await swipe_sql.insert_swipe(conn, this_swipe, swiper, target, action)
-            if action == "like" and state["liked_back"]:
+            if like and state["liked_back"]:
                 user_a, user_b = ordered(swiper, target)
                 row = await match_sql.create_match(conn, self.match_id, user_a, user_b)
                 if row is not None:
@@ -136,6 +142,7 @@ class MatchActor(VirtualActor):
             await self.services.cache.delete(feed_key(swiper))
             return {"matched": False, "match_id": None}
         self.match = created
+        self._match_loaded = True
         MATCHES.inc()
         log.info("match %s formed: %s and %s", self.match_id, swiper, target)
         await self._announce_match(swiper, target)
@@ -178,6 +185,7 @@ class MatchActor(VirtualActor):
         for both. 404 when the caller is not in this match. Idempotent: an
         already ended match answers the same."""
         by_user = uuid.UUID(by_user_id)
+        await self._load_match()
         members = self._members()
         if members is None or by_user not in members:
             raise NotFound("no such match", code="not_found")
@@ -191,9 +199,7 @@ class MatchActor(VirtualActor):
         if reason not in END_REASONS:
             raise ValidationFailed({"reason": ["must be one of: " + ", ".join(END_REASONS)]})
         by_user = uuid.UUID(by_user_id) if by_user_id else None
-        if self.match is None:
-            row = await match_sql.match_by_id(self.services.db, self.match_id)
-            self.match = dict(row) if row is not None else None
+        await self._load_match()
         if self.match is None:
             return {"ended": False, "match_id": str(self.match_id)}
         if self.match["ended_at"] is None:

@@ -26,15 +26,31 @@ SELECT EXISTS (
                       WHERE (b.blocker_id = $1 AND b.blocked_id = $2)
                          OR (b.blocker_id = $2 AND b.blocked_id = $1)))"""
 
-# Everything a swipe decides on, in one round trip (under the pair's lock, so
-# neither direction can change underneath): the swiper's earlier swipe on the
-# target if any, whether the target may be swiped, whether the target already
-# liked the swiper. $1 swiper, $2 target.
+# The locks a swipe takes first, in one round trip: the pair's (every writer
+# of the pair: swipes, matches, blocks) and, for a like, the swiper's likes
+# (one user's likes go through many pair actors, on several hosts at once, so
+# the count below cannot be raced past the limit). Always in this order, so
+# two swipes never wait on each other crosswise. $1 pair, $2 swiper, $3 like?
+LOCK_SWIPE = """
+SELECT pg_advisory_xact_lock(hashtextextended('pair:' || $1::uuid::text, 0)),
+       CASE WHEN $3 THEN pg_advisory_xact_lock(hashtextextended('likes:' || $2::uuid::text, 0))
+       END"""
+
+# Everything a swipe decides on, in one round trip after the locks (a new
+# statement, so it sees everything committed before they were granted): the
+# swiper's earlier swipe on the target if any, whether the target may be
+# swiped, whether the target already liked the swiper, and for a like the
+# swiper's likes in the rolling window (swipes_likes_today_idx) and when the
+# oldest of them leaves it. $1 swiper, $2 target, $3 like?, $4 the window.
 PAIR_STATE = f"""
 SELECT (SELECT s.id FROM swipes s WHERE s.swiper_id = $1 AND s.swiped_id = $2) AS existing_id,
        ({TARGET_SWIPEABLE.strip()}) AS swipeable,
        EXISTS (SELECT 1 FROM swipes s
-               WHERE s.swiper_id = $2 AND s.swiped_id = $1 AND s.action = 'like') AS liked_back"""
+               WHERE s.swiper_id = $2 AND s.swiped_id = $1 AND s.action = 'like') AS liked_back,
+       likes.n AS likes, likes.oldest AS oldest_like, now() AS now
+FROM (SELECT count(*) AS n, min(created_at) AS oldest FROM swipes
+      WHERE $3 AND swiper_id = $1 AND action = 'like'
+        AND created_at > now() - $4::interval) likes"""
 
 # The swipe's id is chosen by the caller, so a retried call can recognise a
 # row its own first attempt committed.
@@ -44,24 +60,13 @@ VALUES ($1, $2, $3, $4)
 ON CONFLICT (swiper_id, swiped_id) DO NOTHING
 RETURNING id"""
 
-# Serialises one user's likes across every pair actor (they run on several
-# hosts at once), so the count below cannot be raced past the limit.
-LOCK_LIKES = "SELECT pg_advisory_xact_lock(hashtextextended('likes:' || $1::uuid::text, 0))"
-
-# Likes in the rolling window (swipes_likes_today_idx), and when the oldest
-# of them leaves it.
-LIKES_IN_WINDOW = """
-SELECT count(*) AS n, min(created_at) AS oldest FROM swipes
-WHERE swiper_id = $1 AND action = 'like' AND created_at > now() - $2::interval"""
-
-NOW = "SELECT now()"
-
-
-async def pair_state(
-    conn: asyncpg.Connection, swiper: uuid.UUID, target: uuid.UUID
+async def lock_and_read(
+    conn: asyncpg.Connection, pair: uuid.UUID, swiper: uuid.UUID, target: uuid.UUID, like: bool
 ) -> asyncpg.Record:
-    """(existing_id, swipeable, liked_back) for a swipe of `target` by `swiper`."""
-    return await conn.fetchrow(PAIR_STATE, swiper, target)
+    """Take the swipe's locks (LOCK_SWIPE) for the caller's transaction, then
+    read the pair's state (PAIR_STATE)."""
+    await conn.execute(LOCK_SWIPE, pair, swiper, like)
+    return await conn.fetchrow(PAIR_STATE, swiper, target, like, LIKE_WINDOW)
 
 
 async def insert_swipe(
@@ -72,14 +77,10 @@ async def insert_swipe(
     return await conn.fetchval(INSERT, swipe_id, swiper, target, action) is not None
 
 
-async def like_retry_after(
-    conn: asyncpg.Connection, swiper: uuid.UUID, limit: int
-) -> float | None:
-    """Lock the swiper's likes for this transaction and count the window.
-    None when one more like fits; else seconds until a slot frees."""
-    await conn.execute(LOCK_LIKES, swiper)
-    row = await conn.fetchrow(LIKES_IN_WINDOW, swiper, LIKE_WINDOW)
-    if row["n"] < limit:
+def like_retry_after(state: asyncpg.Record, limit: int) -> float | None:
+    """From a like's PAIR_STATE: None when one more like fits the limit; else
+    seconds until a slot frees."""
+    if state["likes"] < limit:
         return None
-    now = await conn.fetchval(NOW)
-    return max((row["oldest"] + LIKE_WINDOW - now).total_seconds(), 1.0)
+    wait = state["oldest_like"] + LIKE_WINDOW - state["now"]
+    return max(wait.total_seconds(), 1.0)
