@@ -54,6 +54,7 @@ from unimatch.storage.migrations import apply_migrations  # noqa: E402
 ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 DRAIN_SECONDS = 5.0
+WARM_UP_RATE = 400
 CONNECT_CONCURRENCY = 100
 BODY = "habari! see you at the library after the lecture?"
 
@@ -260,6 +261,29 @@ async def make_matches(dsn: str, users: list[uuid.UUID]) -> list[str]:
         await conn.close()
 
 
+async def warm_up(client: LoadClient) -> None:
+    """One message from every user, so every match's actor is active before
+    the sweep: a chat pays its activation once, on its first message, and the
+    sweep measures the messages after it."""
+    await client.run(WARM_UP_RATE, len(client.urls) / WARM_UP_RATE)
+
+
+async def wait_listening(port: int, bound: float = 30.0) -> None:
+    """Wait (bounded) until something accepts connections on `port`."""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
 async def sweep(name: str, client: LoadClient, rates: list[int], seconds: float) -> dict:
     results = {}
     for rate in rates:
@@ -315,7 +339,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await client.connect()
         print(f"# platform: {args.users} sockets connected in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
-        await client.run(min(args.rates), 2)  # warm-up: activations, pools
+        await warm_up(client)
         platform_results = await sweep("platform", client, args.rates, args.seconds)
         await client.close()
 
@@ -324,12 +348,12 @@ async def main_async(args: argparse.Namespace) -> None:
         relay = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, str(ROOT / "bench" / "relay.py"), "--port", str(relay_port)]
         )
-        await asyncio.sleep(1.0)
+        await wait_listening(relay_port)
         relay_urls = [f"http://127.0.0.1:{relay_port}/ws?token={u}&match={m}"
                       for u, m in zip(users, match_of, strict=True)]
         rclient = LoadClient(relay_urls, match_of)
         await rclient.connect()
-        await rclient.run(min(args.rates), 2)
+        await warm_up(rclient)
         relay_results = await sweep("relay", rclient, args.rates, args.seconds)
         await rclient.close()
 

@@ -5,7 +5,7 @@ interested_in and photos) loaded by COPY; the platform starts on local Ray;
 then `/discover` latency on a cache miss (key cleared first) and on a hit, and
 `POST /swipes` throughput with its latency, each bounded in count and time.
 
-    python bench/feed.py [--users 100000] [--requests 300] [--swipes 2000]
+    python bench/feed.py [--users 100000] [--requests 300] [--swipes 2000] [--concurrency 1,2,4,8]
     python bench/feed.py --load-only --keep     # just the data, for EXPLAIN
     python bench/feed.py --database NAME        # measure a kept database again
 
@@ -183,8 +183,8 @@ async def measure(config: Config, url: str, args: argparse.Namespace) -> None:
         show("discover miss", percentiles(miss))
         show("discover hit", percentiles(hit))
 
-        # Swipes: each viewer likes or passes its own feed's candidates, a few
-        # concurrent clients, bounded by count and time.
+        # Swipes: each viewer likes or passes its own feed's candidates, at
+        # each concurrency level in turn, bounded by count and time.
         per_viewer: list[list[tuple[uuid.UUID, str]]] = []
         for viewer in viewers:
             async with http.get("/api/v1/discover?limit=50", headers=headers[viewer]) as resp:
@@ -196,33 +196,49 @@ async def measure(config: Config, url: str, args: argparse.Namespace) -> None:
         # come one after another (their likes are counted under one lock).
         pairs = [p for round_ in itertools.zip_longest(*per_viewer) for p in round_ if p]
         pairs = pairs[: args.swipes]
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        queue: asyncio.Queue[tuple[uuid.UUID, str]] = asyncio.Queue()
-        for pair in pairs:
-            queue.put_nowait(pair)
-        swipe_deadline = time.monotonic() + args.seconds
-
-        async def client() -> None:
-            while not queue.empty() and time.monotonic() < swipe_deadline:
-                viewer, target = queue.get_nowait()
-                action = "like" if random.random() < 0.6 else "pass"
-                started = time.perf_counter()
-                async with http.post(
-                    "/api/v1/swipes", json={"target_id": target, "action": action},
-                    headers=headers[viewer],
-                ) as resp:
-                    await resp.read()
-                latencies.append((time.perf_counter() - started) * 1000)
-                statuses[resp.status] = statuses.get(resp.status, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - started
-        show("swipe", percentiles(latencies),
-             f" {len(latencies) / elapsed:.0f} swipes/s, concurrency {args.concurrency}, "
-             f"statuses {statuses}")
+        # The pairs are shared out over the concurrency levels, each level
+        # swiping pairs no other level touches (a second swipe would be 409).
+        share = len(pairs) // len(args.concurrency)
+        for n, concurrency in enumerate(args.concurrency):
+            await _swipe_phase(
+                http, headers, pairs[n * share : (n + 1) * share], concurrency, args.seconds
+            )
     await redis.aclose()
+
+
+async def _swipe_phase(
+    http: aiohttp.ClientSession,
+    headers: dict[uuid.UUID, dict[str, str]],
+    pairs: list[tuple[uuid.UUID, str]],
+    concurrency: int,
+    seconds: float,
+) -> None:
+    """`concurrency` clients swipe `pairs` back to back (closed loop)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue[tuple[uuid.UUID, str]] = asyncio.Queue()
+    for pair in pairs:
+        queue.put_nowait(pair)
+    deadline = time.monotonic() + seconds
+
+    async def client() -> None:
+        while not queue.empty() and time.monotonic() < deadline:
+            viewer, target = queue.get_nowait()
+            action = "like" if random.random() < 0.6 else "pass"
+            started = time.perf_counter()
+            async with http.post(
+                "/api/v1/swipes", json={"target_id": target, "action": action},
+                headers=headers[viewer],
+            ) as resp:
+                await resp.read()
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    show(f"swipe, {concurrency} clients", percentiles(latencies),
+         f" {len(latencies) / elapsed:.0f} swipes/s, statuses {statuses}")
 
 
 def main() -> None:
@@ -230,7 +246,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300, help="viewers measured")
     parser.add_argument("--swipes", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[1, 2, 4, 8], help="swiping clients, one phase each")
     parser.add_argument("--seconds", type=float, default=60.0, help="bound per phase")
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
