@@ -178,3 +178,52 @@ async def test_client_that_never_reads_is_closed_4008_and_slows_nobody(
         await session.close()
         await cx.close()
         await cy.close()
+
+
+async def test_past_capacity_sends_are_shed_and_no_acked_message_is_lost(
+    platform, db, config, aiohttp_client
+):
+    from unimatch.http.app import create_app
+    from unimatch.ws.hub import HUB
+
+    # A gateway that holds at most one unanswered send: a burst from one
+    # socket overruns it at once.
+    small = create_app(config.with_(ws_max_pending_sends=1),
+                       directory=ActorDirectory(platform.hosts))
+    server = await aiohttp_client(small)
+    a, _b, match_id = await make_match(db, config)
+    client = await ChatClient.connect(str(server.make_url("")).rstrip("/"), a.token)
+    try:
+        sent = [uuid.uuid4().hex for _ in range(20)]
+        for cmid in sent:
+            await client.send_message(match_id, f"burst {cmid}", cmid)
+
+        def answered() -> bool:
+            done = set(client.acks()) | {
+                f.get("client_msg_id") for f in client.of_type("error")
+            }
+            return set(sent) <= done
+
+        await client.wait_until(answered)
+        shed = [f for f in client.of_type("error") if f["code"] == "overloaded"]
+        acked = client.acks()
+        assert shed and acked, (len(shed), len(acked))
+        assert len(shed) + len(acked) == len(sent)
+        assert all(f["retry_after"] > 0 for f in shed)
+        rows = await db.fetch(
+            "SELECT seq, client_msg_id FROM messages WHERE match_id = $1 ORDER BY seq",
+            uuid.UUID(match_id),
+        )
+        # Every acked send is stored with its acked seq, nothing shed is.
+        assert {r["client_msg_id"]: r["seq"] for r in rows} == {
+            cmid: ack["seq"] for cmid, ack in acked.items()
+        }
+        assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+
+        # Once the burst is answered, a send goes through again.
+        again = await client.send_message(match_id, "after the burst")
+        ack = await client.wait_for(lambda f: f.get("client_msg_id") == again)
+        assert ack["type"] == "ack"
+        assert small[HUB].pending_sends == 0  # every admitted send was counted out
+    finally:
+        await client.close()

@@ -95,6 +95,9 @@ class Config:
 
     ws_heartbeat: float = 30.0
     ws_send_queue: int = 256
+    # Chat sends one gateway holds unanswered (queued or at an actor); past
+    # it, new sends are refused with an `overloaded` error frame at once.
+    ws_max_pending_sends: int = 2000
     max_photo_bytes: int = 5 * 1024 * 1024
     max_photos: int = 6
 
@@ -150,6 +153,7 @@ class Config:
             passivate_after=_float(merged, "PASSIVATE_AFTER_SECONDS", 900.0),
             scheduler_workers=_int(merged, "SCHEDULER_WORKERS", 4),
             ws_heartbeat=_float(merged, "WS_HEARTBEAT_SECONDS", 30.0),
+            ws_max_pending_sends=_int(merged, "WS_MAX_PENDING_SENDS", 2000),
             namespace=merged.get("RAY_NAMESPACE", "unimatch"),
             redis_prefix=merged.get("REDIS_PREFIX", ""),
             webhook_allow_private=_bool(merged.get("WEBHOOK_ALLOW_PRIVATE", "false")),

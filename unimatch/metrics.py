@@ -94,6 +94,14 @@ WS_SEND_LATENCY = Histogram(
     "From a send frame read by the gateway to its ack queued",
     buckets=_LATENCY_BUCKETS,
 )
+WS_SENDS_SHED = Counter(
+    "unimatch_ws_sends_shed_total", "Chat sends refused because the gateway was overloaded"
+)
+WS_PENDING_SENDS = Gauge(
+    "unimatch_ws_pending_sends",
+    "Chat sends a gateway holds unanswered",
+    multiprocess_mode="livesum",
+)
 WS_SLOW_CLOSED = Counter(
     "unimatch_ws_slow_closed_total", "Sockets closed 4008, by reason", ["reason"]
 )

@@ -49,6 +49,8 @@ SYNC_PAGE = 500
 SLOW_READER_PATIENCE = 5.0
 TOUCH_EVERY = 60.0
 CLOSE_TRY_AGAIN = 1013
+# The `retry_after` of an `overloaded` error frame, in seconds.
+OVERLOAD_RETRY = 1.0
 
 
 class ChatSocket:
@@ -139,6 +141,13 @@ class ChatSocket:
             self.conn.send_frame(frame_for(error, **context))
             return
         self.strikes = 0
+        if not self.hub.admit_send():
+            # Past capacity: refuse now, with a hint, rather than queue without
+            # end; nothing refused was stored, so the client sends it again.
+            busy = RateLimited("server busy, send again shortly", retry_after=OVERLOAD_RETRY,
+                               code="overloaded")
+            self.conn.send_frame(frame_for(busy, **context))
+            return
         queue = self._sends.get(frame.match_id)
         if queue is None:
             queue = self._sends[frame.match_id] = collections.deque()
@@ -156,8 +165,11 @@ class ChatSocket:
                 frame, context = queue[0]
                 await self._forward_send(frame, context)
                 queue.popleft()
+                self.hub.send_done()
         finally:
             del self._sends[match_id]
+            if queue:  # the socket went away with sends still queued
+                self.hub.send_done(len(queue))
 
     async def _forward_send(self, frame: codec.Send, context: dict[str, str]) -> None:
         started = time.perf_counter()

@@ -17,7 +17,13 @@ from aiohttp import web
 
 from unimatch.actors.user import CLOSE_FRAME
 from unimatch.config import Config
-from unimatch.metrics import WS_CLOSED, WS_CONNECTIONS, WS_SLOW_CLOSED
+from unimatch.metrics import (
+    WS_CLOSED,
+    WS_CONNECTIONS,
+    WS_PENDING_SENDS,
+    WS_SENDS_SHED,
+    WS_SLOW_CLOSED,
+)
 from unimatch.ws.codec import encode
 from unimatch.ws.errors import CLOSE_GOING_AWAY, CLOSE_RATE_LIMITED
 from unimatch.ws.sendqueue import SendQueue
@@ -158,6 +164,22 @@ class SocketHub:
         self.connections: dict[str, Connection] = {}
         self.by_user: dict[str, set[str]] = defaultdict(set)
         self.chat_buckets: dict[str, TokenBucket] = {}
+        # Sends of every socket here, queued or at an actor, not answered yet.
+        self.pending_sends = 0
+
+    def admit_send(self) -> bool:
+        """Count one more pending send, unless the gateway holds its limit
+        already: then the caller sheds it (answers `overloaded`)."""
+        if self.pending_sends >= self.config.ws_max_pending_sends:
+            WS_SENDS_SHED.inc()
+            return False
+        self.pending_sends += 1
+        WS_PENDING_SENDS.inc()
+        return True
+
+    def send_done(self, count: int = 1) -> None:
+        self.pending_sends -= count
+        WS_PENDING_SENDS.dec(count)
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
