@@ -86,6 +86,9 @@ class Config:
     gateways: int = 1
     # Ray calls one gateway keeps in flight to one shard host (see gateway.py).
     gateway_calls_in_flight: int = 2
+    # Each shard host also runs a gateway in its process (unimatch.node):
+    # calls to the actors it hosts, and pushes to its sockets, skip Ray.
+    colocated: bool = False
     passivate_after: float = 900.0
     scheduler_workers: int = 4
     job_lease_seconds: float = 60.0
@@ -150,6 +153,7 @@ class Config:
             shard_hosts=_int(merged, "SHARD_HOSTS", cls.shard_hosts),
             gateways=_int(merged, "GATEWAYS", 1),
             gateway_calls_in_flight=_int(merged, "GATEWAY_CALLS_IN_FLIGHT", 2),
+            colocated=_bool(merged.get("COLOCATED", "false")),
             passivate_after=_float(merged, "PASSIVATE_AFTER_SECONDS", 900.0),
             scheduler_workers=_int(merged, "SCHEDULER_WORKERS", 4),
             ws_heartbeat=_float(merged, "WS_HEARTBEAT_SECONDS", 30.0),

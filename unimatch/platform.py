@@ -3,6 +3,8 @@
 Up: migrations, shard hosts (the virtual actors), the scheduler (jobs), then
 the gateways (HTTP + WebSocket), which need the other two. Down: the reverse,
 draining gateways first so in-flight requests finish and sockets close 1001.
+With `colocated`, nodes (unimatch.node) are both hosts and gateways: they
+start first, and stop in two steps around the scheduler.
 """
 
 from __future__ import annotations
@@ -72,12 +74,20 @@ class Platform:
         assert config.database_url and config.redis_url
         asyncio.run(apply_migrations(config.database_url))
         port = port or free_port(host)
+        if config.colocated:  # one gateway in each shard host's process
+            config = config.with_(gateways=config.shard_hosts)
         platform = cls(config=config, url=f"http://{host}:{port}")
         try:
-            platform.hosts = start_shard_hosts(config)
+            if config.colocated:
+                from unimatch.node import start_nodes
+
+                platform.hosts = platform.gateways = start_nodes(config, host, port)
+            else:
+                platform.hosts = start_shard_hosts(config)
             platform.scheduler = start_scheduler(config)
             ray.get(platform.scheduler.ready.remote())
-            platform.gateways = start_gateways(config, host, port)
+            if not config.colocated:
+                platform.gateways = start_gateways(config, host, port)
         except BaseException:
             platform.stop()
             raise
@@ -86,9 +96,14 @@ class Platform:
     def stop(self) -> None:
         from unimatch.actors.host import stop_shard_hosts
         from unimatch.http.gateway import stop_gateways
+        from unimatch.node import drain_node_gateways
         from unimatch.scheduler.actor import stop_scheduler
 
-        if self.gateways:
+        if self.config.colocated and self.gateways:
+            # Nodes: sockets and HTTP first, the actors after the scheduler.
+            drain_node_gateways(self.gateways)
+            self.gateways = []
+        elif self.gateways:
             stop_gateways(self.gateways)
             self.gateways = []
         if self.scheduler is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray.actor import ActorHandle
@@ -23,6 +23,14 @@ _HEALTH_TIMEOUT = 5.0
 # One call as it travels to a host: (kind, actor_id, method, args, kwargs).
 Call = tuple[str, str, str, tuple[Any, ...], dict[str, Any]]
 Outcome = tuple[bool, Any]
+
+
+class LocalHost(Protocol):
+    """A shard host in the caller's process."""
+
+    async def call_local(
+        self, kind: str, actor_id: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any: ...
 
 # A host that is dead, being restarted by Ray, or not yet registered under its
 # name. Anything else (a bug, an unpicklable argument) is not worth retrying.
@@ -54,6 +62,11 @@ class ActorDirectory:
     event-loop tick travel in one `call_batch` Ray call, in the order they
     were made, so calls made by one process to one actor arrive in the order
     they were made (unless a retry reorders them, see below).
+
+    A host living in the caller's own process (`bind_local`: a shard host's
+    own directory, or a gateway sharing its process with a host) is called
+    in-process: the message goes straight into the actor's mailbox, with no
+    Ray call and no copy, so callers must not mutate what they pass or get.
 
     Retries: while a host is dead or being restarted by Ray, a call is retried
     with capped exponential backoff until `retry_deadline` seconds have passed,
@@ -87,6 +100,12 @@ class ActorDirectory:
             TickBatcher[Call, Outcome](self._sender(i), max_in_flight=max_in_flight)
             for i in range(self._count)
         ]
+        self._local_index = -1
+        self._local_host: LocalHost | None = None
+
+    def bind_local(self, index: int, host: LocalHost) -> None:
+        """Host `index` lives in this process: call it in-process."""
+        self._local_index, self._local_host = index, host
 
     @classmethod
     def lookup(
@@ -149,7 +168,10 @@ class ActorDirectory:
         """Run `method(*args, **kwargs)` on virtual actor `kind/actor_id`.
 
         Idempotency required: see the class docstring on retries."""
-        batcher = self._batchers[self.host_for(kind, actor_id)]
+        index = self.host_for(kind, actor_id)
+        if index == self._local_index and self._local_host is not None:
+            return await self._local_host.call_local(kind, actor_id, method, args, kwargs)
+        batcher = self._batchers[index]
         item: Call = (kind, actor_id, method, args, kwargs)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_deadline

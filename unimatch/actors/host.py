@@ -134,9 +134,13 @@ class ShardHost:
             slow_query_ms=config.slow_query_ms,
         )
         cache = Cache(connect_redis(config.redis_url), config.redis_prefix)
-        directory = self._directory or ActorDirectory.lookup(
-            config.namespace, config.shard_hosts, name_prefix=self._name_prefix
-        )
+        directory = self._directory
+        if directory is None:
+            directory = ActorDirectory.lookup(
+                config.namespace, config.shard_hosts, name_prefix=self._name_prefix
+            )
+            # Actors of this host calling each other stay in this process.
+            directory.bind_local(self.index, self)
         self._services = Services(
             config=config, db=db, cache=cache, directory=directory, host_index=self.index
         )
@@ -188,6 +192,17 @@ class ShardHost:
     ) -> Any:
         """One call; its errors are raised (Ray wraps all but domain errors)."""
         await self._start()
+        return await self._enqueue(kind, actor_id, method, args, kwargs)
+
+    async def call_local(
+        self, kind: str, actor_id: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A call from this process (`ActorDirectory.bind_local`): the same
+        mailbox as a remote one, without Ray; its errors are raised as is."""
+        startup = self._start()
+        if not startup.done():
+            await startup
+        startup.result()
         return await self._enqueue(kind, actor_id, method, args, kwargs)
 
     async def call_batch(self, calls: list[Call]) -> list[Outcome]:
@@ -403,6 +418,15 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
+def actor_env() -> dict[str, str]:
+    """The environment our Ray actors start with: Ray on loopback, and the
+    Prometheus multiprocess folder when there is one."""
+    keep = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PROMETHEUS_MULTIPROC_DIR")
+    env = {name: os.environ[name] for name in keep if os.environ.get(name)}
+    env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    return env
+
+
 def start_shard_hosts(
     config: Config, *, name_prefix: str = DEFAULT_NAME_PREFIX
 ) -> list[ActorHandle]:
@@ -414,9 +438,7 @@ def start_shard_hosts(
     a crashed launcher leaves no orphans. Ray restarts a host forever
     (`max_restarts=-1`) but never retries a call on it (`max_task_retries=0`):
     the `ActorDirectory` retries, within its deadline."""
-    env_vars = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        env_vars["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    env_vars = actor_env()
     remote_host: Any = ray.remote(ShardHost)
     handles: list[ActorHandle] = [
         remote_host.options(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 
@@ -25,6 +25,8 @@ from unimatch.actors.batching import TickBatcher
 log = logging.getLogger("unimatch.push")
 
 PUSHER = "gateway_pusher"
+# Where a colocated node leaves its gateway in the host's `Services.extras`.
+LOCAL_GATEWAY = "local_gateway"
 # A gateway that does not answer a socket lookup in time is left out.
 LOOKUP_TIMEOUT = 2.0
 
@@ -41,23 +43,50 @@ _GATEWAY_DOWN: tuple[type[BaseException], ...] = (
 _LOOKUP_FAILED: tuple[type[BaseException], ...] = (TimeoutError, *_GATEWAY_DOWN)
 
 
-class GatewayPusher:
-    """Batches pushes per gateway; gateway handles are looked up once."""
+class LocalGateway(Protocol):
+    """A gateway in this process (unimatch.node)."""
 
-    def __init__(self, namespace: str, gateway_count: int) -> None:
+    gateway_id: str
+
+    def deliver_now(self, batch: list[Delivery]) -> list[bool]: ...
+
+    def sockets_now(self, user_ids: list[str]) -> dict[str, list[str]]: ...
+
+
+class GatewayPusher:
+    """Batches pushes per gateway; gateway handles are looked up once.
+
+    A gateway in this process (`extras[LOCAL_GATEWAY]`, set by a colocated
+    node) is written to directly, before `push` returns: no Ray call, and
+    order kept as trivially as it gets."""
+
+    def __init__(
+        self,
+        namespace: str,
+        gateway_count: int,
+        *,
+        actor_names: dict[str, str] | None = None,
+        extras: dict[str, Any] | None = None,
+    ) -> None:
         self.namespace = namespace
         self.gateway_count = gateway_count
+        # Gateway id -> the name of the Ray actor serving it, where they differ.
+        self._actor_names = actor_names or {}
+        self._extras = extras if extras is not None else {}
         self._handles: dict[str, Any] = {}
         self._batchers: dict[str, TickBatcher[list[Delivery], list[bool]]] = {}
+
+    def _local(self, gateway_id: str) -> LocalGateway | None:
+        local: LocalGateway | None = self._extras.get(LOCAL_GATEWAY)
+        return local if local is not None and local.gateway_id == gateway_id else None
 
     async def _handle(self, gateway_id: str) -> Any | None:
         handle = self._handles.get(gateway_id)
         if handle is None:
+            name = self._actor_names.get(gateway_id, gateway_id)
             try:
                 # ray.get_actor blocks the loop for ~0.3 ms: off the loop, once.
-                handle = await asyncio.to_thread(
-                    ray.get_actor, gateway_id, namespace=self.namespace
-                )
+                handle = await asyncio.to_thread(ray.get_actor, name, namespace=self.namespace)
             except ValueError:
                 return None  # no such gateway (any more)
             self._handles[gateway_id] = handle
@@ -94,6 +123,9 @@ class GatewayPusher:
         whether its socket was still open there."""
         if not deliveries:
             return []
+        local = self._local(gateway_id)
+        if local is not None:
+            return local.deliver_now(list(deliveries))
         return await self._batcher(gateway_id).submit(list(deliveries))
 
     async def push_to_users(
@@ -125,6 +157,10 @@ class GatewayPusher:
         from unimatch.http.gateway import gateway_name
 
         async def ask(gateway_id: str) -> list[tuple[str, str]]:
+            local = self._local(gateway_id)
+            if local is not None:
+                found_here = local.sockets_now([user_id])
+                return [(gateway_id, conn_id) for conn_id in found_here.get(user_id, [])]
             handle = await self._handle(gateway_id)
             if handle is None:
                 return []
@@ -146,6 +182,17 @@ def pusher_of(services: Any) -> GatewayPusher:
     """The host's pusher (`services` is shared by every actor of a host)."""
     pusher = services.extras.get(PUSHER)
     if pusher is None:
+        from unimatch.actors.directory import DEFAULT_NAME_PREFIX, host_name
+        from unimatch.http.gateway import gateway_name
+
         config = services.config
-        pusher = services.extras[PUSHER] = GatewayPusher(config.namespace, config.gateways)
+        # A colocated gateway is served by the shard host actor of its index.
+        names = (
+            {gateway_name(i): host_name(DEFAULT_NAME_PREFIX, i) for i in range(config.gateways)}
+            if config.colocated
+            else {}
+        )
+        pusher = services.extras[PUSHER] = GatewayPusher(
+            config.namespace, config.gateways, actor_names=names, extras=services.extras
+        )
     return pusher

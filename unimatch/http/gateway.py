@@ -33,8 +33,12 @@ class Gateway:
     """Serves HTTP + WebSocket on (host, port); `push` delivers frames from
     actors to this gateway's sockets."""
 
-    def __init__(self, config: Config, index: int, host: str, port: int) -> None:
+    def __init__(
+        self, config: Config, index: int, host: str, port: int, *, local_host: Any = None
+    ) -> None:
         self.config = config
+        # The shard host sharing this process, if any (unimatch.node).
+        self.local_host = local_host
         self.index = index
         self.gateway_id = gateway_name(index)
         self.host = host
@@ -56,6 +60,8 @@ class Gateway:
             self.config.shard_hosts,
             max_in_flight=self.config.gateway_calls_in_flight,
         )
+        if self.local_host is not None:
+            directory.bind_local(self.index, self.local_host)
         self.app = create_app(self.config, directory=directory, gateway_id=self.gateway_id)
         self.runner = web.AppRunner(
             self.app,
@@ -89,6 +95,23 @@ class Gateway:
 
         return self.app[HUB].deliver(batch)
 
+    def deliver_now(self, batch: list[tuple[str, Any]]) -> list[bool]:
+        """`push` for a caller in this process: delivered before it returns.
+        Before the app is up there is no socket to reach."""
+        if self.app is None:
+            return [False] * len(batch)
+        from unimatch.ws.hub import HUB
+
+        return self.app[HUB].deliver(batch)
+
+    def sockets_now(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """`sockets_of` for a caller in this process."""
+        if self.app is None:
+            return {u: [] for u in user_ids}
+        from unimatch.ws.hub import HUB
+
+        return self.app[HUB].sockets_of(user_ids)
+
     async def sockets_of(self, user_ids: list[str]) -> dict[str, list[str]]:
         """Connection ids of the sockets this gateway holds for each user: a
         UserActor activated after its host restarted finds its sockets here."""
@@ -108,6 +131,8 @@ class Gateway:
 
 def start_gateways(config: Config, host: str, port: int) -> list[Any]:
     """Create the gateway actors and wait until every one listens."""
+    from unimatch.actors.host import actor_env
+
     cls: Any = ray.remote(Gateway)
     handles = [
         cls.options(
@@ -117,7 +142,7 @@ def start_gateways(config: Config, host: str, port: int) -> list[Any]:
             max_restarts=-1,
             max_task_retries=0,
             max_concurrency=10_000,
-            runtime_env={"env_vars": _actor_env()},
+            runtime_env={"env_vars": actor_env()},
         ).remote(config, i, host, port)
         for i in range(config.gateways)
     ]
@@ -133,9 +158,3 @@ def stop_gateways(handles: list[Any]) -> None:
     for handle in handles:
         ray.kill(handle, no_restart=True)
 
-
-def _actor_env() -> dict[str, str]:
-    keep = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PROMETHEUS_MULTIPROC_DIR")
-    env = {name: os.environ[name] for name in keep if name in os.environ}
-    env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    return env
