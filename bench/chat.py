@@ -4,6 +4,7 @@ Run by hand from the repository root:
 
     python bench/chat.py                      # 2,000 users, default rates
     python bench/chat.py --users 2000 --rates 250,500,1000,2000 --seconds 8 --idle 10000
+    python bench/chat.py --colocated --hosts 1   # one node: host and gateway in one process
 
 Starts a private local Ray, a scratch PostgreSQL database (dropped at the
 end) and the whole platform; N users in N/2 matches, each user one socket.
@@ -320,6 +321,7 @@ async def main_async(args: argparse.Namespace) -> None:
             database_url=dsn, redis_url=REDIS_URL, jwt_secret=secrets.token_hex(16),
             redis_prefix=f"bench:{db_name}:", namespace=db_name,
             shard_hosts=args.hosts, gateways=args.gateways, ws_send_queue=256,
+            colocated=args.colocated,
             # Every process has a pool: keep the sum under max_connections (100).
             pg_pool_size=10, pg_pool_overflow=5,
         )
@@ -330,8 +332,10 @@ async def main_async(args: argparse.Namespace) -> None:
         users = await make_users(dsn, args.users)
         match_of = await make_matches(dsn, users)
         urls = [f"{platform.url}/ws?token={tokens.issue_access(config, u)}" for u in users]
-        print(f"# {args.users} users in {args.users // 2} matches, {args.hosts} shard hosts, "
-              f"{args.gateways} gateway(s); rates {args.rates} for {args.seconds:.0f} s each",
+        layout = (f"{args.hosts} node(s), each a shard host and a gateway" if args.colocated
+                  else f"{args.hosts} shard hosts, {args.gateways} gateway(s)")
+        print(f"# {args.users} users in {args.users // 2} matches, {layout}; "
+              f"rates {args.rates} for {args.seconds:.0f} s each",
               flush=True)
 
         started = time.perf_counter()
@@ -403,6 +407,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--hosts", type=int, default=2)
     parser.add_argument("--gateways", type=int, default=1)
+    parser.add_argument("--colocated", action="store_true",
+                        help="each shard host also serves a gateway (COLOCATED=true)")
     parser.add_argument("--idle", type=int, default=10000)
     asyncio.run(main_async(parser.parse_args()))
 

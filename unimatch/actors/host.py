@@ -34,6 +34,7 @@ from unimatch.metrics import (
     ACTOR_PASSIVATIONS,
     ACTORS_ACTIVE,
 )
+from unimatch.runtime import tune_gc
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.pg import Database
 
@@ -146,6 +147,8 @@ class ShardHost:
         )
         interval = max(min(config.passivate_after / 4, 30.0), 0.01)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever(interval))
+        if self._directory is None:  # a host of its own process, not one in a test's
+            tune_gc()
 
     async def ready(self) -> None:
         """Wait for start-up; re-raises its failure."""

@@ -18,6 +18,7 @@ from aiohttp import web
 from unimatch.config import Config
 from unimatch.http.app import create_app
 from unimatch.http.middleware import AccessLogger
+from unimatch.runtime import tune_gc
 
 log = logging.getLogger("unimatch.gateway")
 
@@ -76,6 +77,7 @@ class Gateway:
         await site.start()
         log.info("gateway %s listening on %s:%s (pid %d)", self.gateway_id, self.host,
                  self.port, os.getpid())
+        tune_gc()
 
     async def ready(self) -> str:
         """Re-raise a startup failure; the URL served once up."""
