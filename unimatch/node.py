@@ -23,8 +23,8 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from unimatch.actors.directory import DEFAULT_NAME_PREFIX, Call, Outcome, host_name
-from unimatch.actors.host import ShardHost, actor_env
+from unimatch.actors.directory import Call, Outcome
+from unimatch.actors.host import ShardHost, start_host_actors
 from unimatch.actors.push import LOCAL_GATEWAY
 from unimatch.config import Config
 from unimatch.http.gateway import Gateway
@@ -88,27 +88,7 @@ class Node:
 def start_nodes(config: Config, host: str, port: int) -> list[ActorHandle]:
     """Create `config.shard_hosts` nodes, each named as the shard host of its
     index, and wait until every one hosts and listens (blocking)."""
-    remote_node: Any = ray.remote(Node)
-    env = actor_env()
-    handles: list[ActorHandle] = [
-        remote_node.options(
-            name=host_name(DEFAULT_NAME_PREFIX, i),
-            namespace=config.namespace,
-            num_cpus=0,
-            max_restarts=-1,
-            max_task_retries=0,
-            max_concurrency=10_000,
-            runtime_env={"env_vars": env},
-        ).remote(config, i, host, port)
-        for i in range(config.shard_hosts)
-    ]
-    try:
-        ray.get([h.ready.remote() for h in handles])
-    except BaseException:
-        for handle in handles:
-            ray.kill(handle, no_restart=True)
-        raise
-    return handles
+    return start_host_actors(config, Node, lambda i: ((config, i, host, port), {}))
 
 
 def drain_node_gateways(handles: list[ActorHandle], *, timeout: float = 30.0) -> None:

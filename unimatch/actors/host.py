@@ -17,6 +17,7 @@ import os
 import pickle
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -430,6 +431,21 @@ def actor_env() -> dict[str, str]:
     return env
 
 
+def server_actor_options(config: Config, name: str) -> dict[str, Any]:
+    """Ray options of a long-lived server actor (host, gateway, node): named,
+    restarted by Ray for ever, calls never retried by Ray (the directory
+    does), async with room for thousands of calls at once."""
+    return {
+        "name": name,
+        "namespace": config.namespace,
+        "num_cpus": 0,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "max_concurrency": 10_000,
+        "runtime_env": {"env_vars": actor_env()},
+    }
+
+
 def start_shard_hosts(
     config: Config, *, name_prefix: str = DEFAULT_NAME_PREFIX
 ) -> list[ActorHandle]:
@@ -441,20 +457,29 @@ def start_shard_hosts(
     a crashed launcher leaves no orphans. Ray restarts a host forever
     (`max_restarts=-1`) but never retries a call on it (`max_task_retries=0`):
     the `ActorDirectory` retries, within its deadline."""
-    env_vars = actor_env()
-    remote_host: Any = ray.remote(ShardHost)
-    handles: list[ActorHandle] = [
-        remote_host.options(
-            name=host_name(name_prefix, i),
-            namespace=config.namespace,
-            num_cpus=0,
-            max_restarts=-1,
-            max_task_retries=0,
-            max_concurrency=10_000,
-            runtime_env={"env_vars": env_vars},
-        ).remote(config, i, name_prefix=name_prefix)
-        for i in range(config.shard_hosts)
-    ]
+    return start_host_actors(
+        config, ShardHost, lambda i: ((config, i), {"name_prefix": name_prefix}), name_prefix
+    )
+
+
+def start_host_actors(
+    config: Config,
+    cls: type,
+    arguments: Callable[[int], tuple[tuple[Any, ...], dict[str, Any]]],
+    name_prefix: str = DEFAULT_NAME_PREFIX,
+) -> list[ActorHandle]:
+    """Create `config.shard_hosts` actors of `cls` (a shard host, or a node
+    that is one), named `{name_prefix}-{i}` and built with `arguments(i)`,
+    and wait until all are ready; none is left running if one fails."""
+    remote_cls: Any = ray.remote(cls)
+    handles: list[ActorHandle] = []
+    for i in range(config.shard_hosts):
+        args, kwargs = arguments(i)
+        handles.append(
+            remote_cls.options(**server_actor_options(config, host_name(name_prefix, i))).remote(
+                *args, **kwargs
+            )
+        )
     try:
         ray.get([h.ready.remote() for h in handles])
     except BaseException:

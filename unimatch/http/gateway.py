@@ -133,19 +133,11 @@ class Gateway:
 
 def start_gateways(config: Config, host: str, port: int) -> list[Any]:
     """Create the gateway actors and wait until every one listens."""
-    from unimatch.actors.host import actor_env
+    from unimatch.actors.host import server_actor_options
 
     cls: Any = ray.remote(Gateway)
     handles = [
-        cls.options(
-            name=gateway_name(i),
-            namespace=config.namespace,
-            num_cpus=0,
-            max_restarts=-1,
-            max_task_retries=0,
-            max_concurrency=10_000,
-            runtime_env={"env_vars": actor_env()},
-        ).remote(config, i, host, port)
+        cls.options(**server_actor_options(config, gateway_name(i))).remote(config, i, host, port)
         for i in range(config.gateways)
     ]
     ray.get([h.ready.remote() for h in handles])
