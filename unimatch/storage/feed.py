@@ -40,14 +40,16 @@ FEED_SIZE = 50
 Ranking = list[tuple[str, int]]
 
 # Who may appear in a viewer's feed at all. `{c}` is the candidate, `me` the
-# viewer (with `gender_bit`).
+# viewer (with `gender_bit`), `$1` the viewer's id: the swipe and block
+# probes name the parameter, not `me.id`, so the planner reads only the
+# viewer's own rows by index (with `me.id` it hashed the whole swipes table).
 _ELIGIBLE = """
     {c}.is_verified AND {c}.is_visible AND {c}.id <> me.id
     AND (me.seeking_mask & gender_bit({c}.gender)) <> 0
     AND ({c}.seeking_mask & me.gender_bit) <> 0
-    AND NOT EXISTS (SELECT 1 FROM swipes s WHERE s.swiper_id = me.id AND s.swiped_id = {c}.id)
-    AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = me.id AND b.blocked_id = {c}.id)
-    AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocked_id = me.id AND b.blocker_id = {c}.id)
+    AND NOT EXISTS (SELECT 1 FROM swipes s WHERE s.swiper_id = $1 AND s.swiped_id = {c}.id)
+    AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = $1 AND b.blocked_id = {c}.id)
+    AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocked_id = $1 AND b.blocker_id = {c}.id)
     AND NOT EXISTS (SELECT 1 FROM suspensions su
                     WHERE su.user_id = {c}.id AND su.lifted_at IS NULL
                       AND (su.until IS NULL OR su.until > now()))"""
