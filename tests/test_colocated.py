@@ -35,11 +35,14 @@ def nodes(config: Config, ray_cluster: None) -> Iterator[object]:
     started.stop()
 
 
-def test_nodes_are_both_hosts_and_gateways(nodes):
+async def test_nodes_are_both_hosts_and_gateways(nodes):
     assert nodes.config.gateways == nodes.config.shard_hosts == 2
     assert nodes.gateways == nodes.hosts
-    stats = ray.get([h.stats.remote() for h in nodes.hosts])
+    stats = await asyncio.gather(*(h.stats.remote() for h in nodes.hosts))
     assert [s["host"] for s in stats] == [0, 1]
+    async with aiohttp.ClientSession(base_url=nodes.url) as http:
+        async with http.get("/readyz") as resp:  # every node answers as a host
+            assert resp.status == 200, await resp.text()
 
 
 async def test_chat_keeps_every_guarantee_across_local_and_remote_actors(nodes, db, config):
