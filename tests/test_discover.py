@@ -253,6 +253,19 @@ async def test_discover_needs_a_complete_profile(http, db, config):
         assert resp.status == 401
 
 
+async def test_a_cached_feed_is_not_served_once_the_profile_is_incomplete(http, db, config):
+    campus, mine = await _catalogue(db, 33, slice(20, 23))
+    viewer = await _nb_user(db, config, campus_id=campus, interests=mine)
+    await _nb_user(db, config, campus_id=campus, interests=mine)
+    await _discover(http, viewer)
+    assert (await _discover(http, viewer))["cached"] is True
+
+    await db.execute("DELETE FROM photos WHERE user_id = $1", viewer.id)
+    async with http.get("/api/v1/discover", headers=viewer.auth) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"] == "profile_incomplete"
+
+
 @pytest.mark.parametrize("limit", ["0", "51", "ten"])
 async def test_discover_limit_is_validated(http, db, config, limit):
     user = await make_user(db, config)

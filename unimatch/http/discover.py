@@ -25,7 +25,7 @@ from unimatch.pairs import pair_id
 from unimatch.storage import blocks as block_sql
 from unimatch.storage import matches as match_sql
 from unimatch.storage.cache import MATCH_LIST_TTL, match_list_key
-from unimatch.storage.feed import FEED_SIZE, cached_ranking, feed_page
+from unimatch.storage.feed import FEED_SIZE, cached_page, refresh_feed
 
 routes = web.RouteTableDef()
 
@@ -36,19 +36,22 @@ DEFAULT_PAGE = 20
 async def discover(request: web.Request) -> web.Response:
     """`?limit=` 1..50 (default 20): the best-scored candidates; `cached` says
     whether the page came from `discover_feed:{user_id}`. Needs a complete
-    profile; the cached ranking is read while that is checked."""
+    profile. A cached page is read while that is checked (and dropped if the
+    check fails); a feed is only computed once it has passed."""
     me = token_user(request)
-    cache = request.app[CACHE]
-    _, ranking = await asyncio.gather(
-        authorize(request, IsProfileComplete), cached_ranking(cache, me)
-    )
     fields = Fields(request.query)
     limit = fields.integer("limit", required=False, minimum=1, maximum=FEED_SIZE,
                            default=DEFAULT_PAGE)
     fields.check()
     assert limit is not None
-    results, cached = await feed_page(request.app[DB], cache, me, limit, ranking)
-    return json_response({"results": results, "cached": cached})
+    db, cache = request.app[DB], request.app[CACHE]
+    _, page = await asyncio.gather(
+        authorize(request, IsProfileComplete), cached_page(db, cache, me, limit)
+    )
+    cached = page is not None
+    if page is None:
+        page = await refresh_feed(db, cache, me, cards=limit)
+    return json_response({"results": page, "cached": cached})
 
 
 @routes.post("/swipes")

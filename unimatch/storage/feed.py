@@ -179,36 +179,34 @@ def _cached_ranking(value: Any) -> Ranking | None:
         return None
 
 
-async def cached_ranking(cache: Cache, user_id: uuid.UUID) -> Ranking | None:
-    """The viewer's cached ranking; None when there is none (or it is of a
-    shape an older release wrote)."""
-    return _cached_ranking(await cache.get_json(feed_key(user_id), cache="discover_feed"))
-
-
-async def feed_page(
-    db: Database, cache: Cache, user_id: uuid.UUID, limit: int, ranking: Ranking | None
-) -> tuple[list[dict[str, Any]], bool]:
-    """(page, served from cache). A cached `ranking` is filtered at read
-    time; if filtering leaves the page shorter than asked while more may
-    exist, or there is none, the feed is recomputed and cached."""
-    if ranking is not None:
-        rows = (
-            await db.fetch(
-                PAGE, user_id, [i for i, _ in ranking], [s for _, s in ranking], limit
-            )
-            if ranking
-            else []
-        )
-        if len(rows) >= limit or len(ranking) < FEED_SIZE:
-            return await _scored_cards(db, list(rows)), True
-    return await refresh_feed(db, cache, user_id, cards=limit), False
+async def cached_page(
+    db: Database, cache: Cache, user_id: uuid.UUID, limit: int
+) -> list[dict[str, Any]] | None:
+    """A page from the viewer's cached ranking, filtered at read time; None
+    when there is no ranking (or one of a shape an older release wrote), or
+    when filtering left the page shorter than asked while more may exist."""
+    ranking = _cached_ranking(await cache.get_json(feed_key(user_id), cache="discover_feed"))
+    if ranking is None:
+        return None
+    rows = (
+        await db.fetch(PAGE, user_id, [i for i, _ in ranking], [s for _, s in ranking], limit)
+        if ranking
+        else []
+    )
+    if len(rows) < limit and len(ranking) >= FEED_SIZE:
+        return None
+    return await _scored_cards(db, list(rows))
 
 
 async def load_feed(
     db: Database, cache: Cache, user_id: uuid.UUID, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:
-    """(page, served from cache): `feed_page` of the cached ranking."""
-    return await feed_page(db, cache, user_id, limit, await cached_ranking(cache, user_id))
+    """(page, served from cache): the cached page, else the feed recomputed
+    (and cached)."""
+    page = await cached_page(db, cache, user_id, limit)
+    if page is not None:
+        return page, True
+    return await refresh_feed(db, cache, user_id, cards=limit), False
 
 
 async def recently_active(db: Database, within_seconds: float, limit: int) -> list[uuid.UUID]:
