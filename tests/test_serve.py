@@ -94,3 +94,35 @@ async def test_serve_with_embedded_servers_and_clean_shutdown(tmp_path: Path) ->
     assert migrate.returncode == 0
     assert out.decode().startswith("applied 0 migration(s)")
     assert _processes_of(migrate.pid, data_dir) == []
+
+
+async def test_a_signal_while_starting_stops_the_start_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    data_dir = (tmp_path / "data").resolve()
+    env = {**_env(data_dir), "COLOCATED": "true"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "unimatch.cli", "serve", "--port", str(free_port()),
+        env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        async def migrated() -> None:  # the schema is in: actors start next
+            while b"applied migration 040" not in await proc.stderr.readline():
+                assert not proc.stderr.at_eof(), "serve exited before it migrated"
+
+        await asyncio.wait_for(migrated(), START_TIMEOUT)
+        running = _processes_of(proc.pid, data_dir)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
+        assert proc.returncode == 1
+        assert b"listening on" not in stdout
+        assert b"UniMatch stopped before it was up" in stderr
+        _, alive = psutil.wait_procs(running, timeout=30)
+        assert alive == [], [(p.pid, p.name()) for p in alive]
+        assert _processes_of(proc.pid, data_dir) == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -55,9 +55,14 @@ def serve(args: argparse.Namespace) -> int:
     config = Config.from_env()
     _metrics_dir(config)
     stop = threading.Event()
+    serving = threading.Event()
 
     def on_signal(*_: object) -> None:
         stop.set()
+        if not serving.is_set():
+            # Still starting: abandon the start (Platform.start stops what it
+            # started) rather than wait for it to finish or hang.
+            raise KeyboardInterrupt
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
@@ -72,6 +77,7 @@ def serve(args: argparse.Namespace) -> int:
             signal.signal(signum, on_signal)
         try:
             platform = Platform.start(config, args.host, args.port)
+            serving.set()
             try:
                 print(f"UniMatch listening on {platform.url}", flush=True)
                 while not stop.wait(0.5):
@@ -113,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:  # a signal before the platform served: already cleaned up
+        print("UniMatch stopped before it was up", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":
