@@ -116,6 +116,17 @@ class ChatClient:
             if f["type"] == kind and (match_id is None or f.get("match_id") == match_id)
         ]
 
+    async def heed_errors(self, seen: int) -> tuple[int, set[str | None]]:
+        """As a real client does with the error frames after the first `seen`:
+        wait the `retry_after` a rate limit named, and return the new count of
+        errors seen and the client_msg_ids to send again at once."""
+        errors = self.of_type("error")[seen:]
+        limited = [f["retry_after"] for f in errors if f["code"] == "rate_limited"]
+        if limited:
+            await asyncio.sleep(max(limited))
+        failed = {f.get("client_msg_id") for f in errors if f["code"] != "rate_limited"}
+        return seen + len(errors), failed
+
     def acks(self) -> dict[str, Frame]:
         return {f["client_msg_id"]: f for f in self.of_type("ack")}
 

@@ -39,12 +39,7 @@ async def _send_until_acked(
         if not missing:
             return
         assert loop.time() < deadline, f"{len(missing)} messages never acked"
-        new_errors = client.of_type("error")[errors_seen:]
-        errors_seen += len(new_errors)
-        limited = [f["retry_after"] for f in new_errors if f["code"] == "rate_limited"]
-        if limited:  # a real client waits the Retry-After the server named
-            await asyncio.sleep(max(limited))
-        failed = {f.get("client_msg_id") for f in new_errors if f["code"] != "rate_limited"}
+        errors_seen, failed = await client.heed_errors(errors_seen)
         for cmid in missing:
             if cmid in failed or loop.time() - last_try.get(cmid, 0.0) > 10.0:
                 last_try[cmid] = loop.time()

@@ -143,12 +143,7 @@ async def test_a_killed_node_loses_no_acked_message(nodes, db, config):
                 ca = await ChatClient.connect(nodes.url, a.token)
                 last_try.clear()
                 errors_seen = 0
-            errors = ca.of_type("error")[errors_seen:]
-            errors_seen += len(errors)
-            limited = [f["retry_after"] for f in errors if f["code"] == "rate_limited"]
-            if limited:  # a real client waits the Retry-After the server named
-                await asyncio.sleep(max(limited))
-            failed = {f.get("client_msg_id") for f in errors if f["code"] != "rate_limited"}
+            errors_seen, failed = await ca.heed_errors(errors_seen)
             try:
                 for cmid, body in bodies.items():
                     if cmid not in acks and (

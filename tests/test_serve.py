@@ -41,6 +41,18 @@ def _processes_of(root: int, data_dir: Path) -> list[psutil.Process]:
     return list(found.values())
 
 
+async def _terminate(
+    proc: asyncio.subprocess.Process, running: list[psutil.Process], data_dir: Path
+) -> tuple[bytes, bytes]:
+    """SIGTERM, then its output once it exited; every process it ran is gone."""
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
+    _, alive = psutil.wait_procs(running, timeout=30)
+    assert alive == [], [(p.pid, p.name()) for p in alive]
+    assert _processes_of(proc.pid, data_dir) == []
+    return stdout or b"", stderr or b""
+
+
 async def _read_url(stream: asyncio.StreamReader) -> str:
     while True:
         line = (await stream.readline()).decode()
@@ -72,13 +84,9 @@ async def test_serve_with_embedded_servers_and_clean_shutdown(tmp_path: Path) ->
         assert "postgres" in names and "redis-server" in names and "raylet" in names
         assert (data_dir / "jwt_secret").exists()
 
-        proc.send_signal(signal.SIGTERM)
-        stdout, _ = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
+        stdout, _ = await _terminate(proc, running, data_dir)
         assert proc.returncode == 0
         assert b"UniMatch stopped" in stdout
-        _, alive = psutil.wait_procs(running, timeout=30)
-        assert alive == [], [(p.pid, p.name()) for p in alive]
-        assert _processes_of(proc.pid, data_dir) == []
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -114,14 +122,10 @@ async def test_a_signal_while_starting_stops_the_start_and_leaves_nothing(
 
         await asyncio.wait_for(migrated(), START_TIMEOUT)
         running = _processes_of(proc.pid, data_dir)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
+        stdout, stderr = await _terminate(proc, running, data_dir)
         assert proc.returncode == 1
         assert b"listening on" not in stdout
         assert b"UniMatch stopped before it was up" in stderr
-        _, alive = psutil.wait_procs(running, timeout=30)
-        assert alive == [], [(p.pid, p.name()) for p in alive]
-        assert _processes_of(proc.pid, data_dir) == []
     finally:
         if proc.returncode is None:
             proc.kill()
