@@ -42,22 +42,22 @@ def dsn_for(admin_dsn: str, database: str) -> str:
     return f"{base}/{database}" + (f"?{query}" if query else "")
 
 
-async def create_database(admin_dsn: str, name: str) -> str:
-    """Create database `name` on the admin DSN's server; its DSN."""
+async def _as_admin(admin_dsn: str, statement: str) -> None:
     admin = await asyncpg.connect(admin_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(statement)
     finally:
         await admin.close()
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    """Create database `name` on the admin DSN's server; its DSN."""
+    await _as_admin(admin_dsn, f'CREATE DATABASE "{name}"')
     return dsn_for(admin_dsn, name)
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await _as_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

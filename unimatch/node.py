@@ -17,6 +17,7 @@ over them (SO_REUSEPORT) and each call is local with probability 1/nodes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,11 +41,16 @@ class Node:
         self.index = index
         self.shard = ShardHost(config, index)
         self.gateway = Gateway(config, index, host, port, local_host=self.shard)
+        # Wired here, not in `ready`: after a restart by Ray nobody calls ready.
+        self._wired = asyncio.get_event_loop().create_task(self._wire())
+
+    async def _wire(self) -> None:
+        await self.shard.ready()
+        self.shard.services.extras[LOCAL_GATEWAY] = self.gateway
 
     async def ready(self) -> str:
         """Both halves up and wired; the URL served."""
-        await self.shard.ready()
-        self.shard.services.extras[LOCAL_GATEWAY] = self.gateway
+        await self._wired
         return await self.gateway.ready()
 
     async def check_health(self) -> None:
