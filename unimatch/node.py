@@ -70,9 +70,6 @@ class Node:
     async def stats(self) -> dict[str, Any]:
         return await self.shard.stats()
 
-    async def reap_idle(self) -> int:
-        return await self.shard.reap_idle()
-
     # -- the gateway ---------------------------------------------------------
 
     async def push(self, batch: list[tuple[str, Any]]) -> list[bool]:

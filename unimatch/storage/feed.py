@@ -198,17 +198,6 @@ async def cached_page(
     return await _scored_cards(db, list(rows))
 
 
-async def load_feed(
-    db: Database, cache: Cache, user_id: uuid.UUID, limit: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """(page, served from cache): the cached page, else the feed recomputed
-    (and cached)."""
-    page = await cached_page(db, cache, user_id, limit)
-    if page is not None:
-        return page, True
-    return await refresh_feed(db, cache, user_id, cards=limit), False
-
-
 async def recently_active(db: Database, within_seconds: float, limit: int) -> list[uuid.UUID]:
     rows = await db.fetch(RECENTLY_ACTIVE, float(within_seconds), limit)
     return [row["id"] for row in rows]
