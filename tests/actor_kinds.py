@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import Any
 
 import unimatch.errors
@@ -51,6 +50,7 @@ _schema_ready = False
 # Gates live in the host process: `hold` waits on one, `open_gate` (called on
 # another actor of the same host) opens it.
 _GATES: dict[str, asyncio.Event] = {}
+_ARRIVED: dict[str, set[str]] = {}
 
 
 def _gate(name: str) -> asyncio.Event:
@@ -122,11 +122,17 @@ class Counter(VirtualActor):
     async def seen(self) -> dict[str, Any]:
         return {"order": self.order, "max_inside": self.max_inside}
 
-    async def slow(self, seconds: float) -> tuple[float, float]:
-        """Busy for `seconds`; (start, end) wall-clock times."""
-        start = time.time()
-        await asyncio.sleep(seconds)
-        return start, time.time()
+    async def enter(self, gate: str) -> None:
+        """Be inside a message until `open_gate(gate)` on this host: noted on
+        arrival (see `arrived`), and in `order` on the way in and out."""
+        self.order.append(f"{gate}:in")
+        _ARRIVED.setdefault(gate, set()).add(self.actor_id)
+        await _gate(gate).wait()
+        self.order.append(f"{gate}:out")
+
+    async def arrived(self, gate: str) -> list[str]:
+        """The actors of this host now inside `enter(gate)` or past it."""
+        return sorted(_ARRIVED.get(gate, ()))
 
     async def hold(self, gate: str) -> None:
         """Block this actor's mailbox until `open_gate(gate)` on this host."""

@@ -200,20 +200,57 @@ async def test_one_actor_handles_a_thousand_concurrent_calls_one_at_a_time_in_or
 
 
 async def test_different_actors_run_concurrently_one_actor_does_not(
-    directory: ActorDirectory,
+    directory: ActorDirectory, hosts: list[Any]
 ) -> None:
     same_host = ids_on(0, 2, "par")
     other_host = ids_on(1, 1, "par")
-    calls = [directory.call("counter", i, "slow", 0.3) for i in [*same_host, *other_host]]
-    spans = await asyncio.gather(*calls)
-    # All three busy at the same moment: on one host and across hosts.
-    assert max(start for start, _ in spans) < min(end for _, end in spans)
+    # An idle actor per host to look and to open gates, called on its host
+    # directly: through the directory, a probe made in the same tick would
+    # share a batch with the held calls and wait for them.
+    probes = [ids_on(0, 1, "probe")[0], ids_on(1, 1, "probe")[0]]
+
+    async def on_probe(host: int, method: str, gate: str) -> Any:
+        return await hosts[host].call.remote("counter", probes[host], method, (gate,), {})
+
+    gate = f"together-{secrets.token_hex(4)}"
+    calls = [
+        asyncio.ensure_future(directory.call("counter", i, "enter", gate))
+        for i in [*same_host, *other_host]
+    ]
+
+    async def everyone_inside() -> bool:
+        inside = [await on_probe(host, "arrived", gate) for host in (0, 1)]
+        return {i for found in inside for i in found} == {*same_host, *other_host}
+
+    # All three inside a message at the same moment: on one host and across.
+    await eventually(everyone_inside, within=30)
+    assert not any(call.done() for call in calls)
+    for host in (0, 1):
+        await on_probe(host, "open_gate", gate)
+    await asyncio.gather(*calls)
 
     one = same_host[0]
-    first, second = await asyncio.gather(
-        directory.call("counter", one, "slow", 0.2), directory.call("counter", one, "slow", 0.2)
-    )
-    assert second[0] >= first[1]  # the second began after the first ended
+    second_gate = f"alone-{secrets.token_hex(4)}"
+    first = asyncio.ensure_future(directory.call("counter", one, "enter", second_gate))
+
+    async def first_inside() -> bool:
+        return one in await on_probe(0, "arrived", second_gate)
+
+    await eventually(first_inside, within=30)
+    second = asyncio.ensure_future(directory.call("counter", one, "record", 7))
+
+    async def second_queued() -> bool:
+        stats = await hosts[0].stats.remote()
+        return {(e["kind"], e["id"]): e["depth"] for e in stats["mailbox_top"]}.get(
+            ("counter", one)
+        ) == 2
+
+    await eventually(second_queued, within=30)  # in the mailbox behind the first
+    await on_probe(0, "open_gate", second_gate)
+    await asyncio.gather(first, second)
+    order = (await directory.call("counter", one, "seen"))["order"]
+    # Sent while the first was inside, the second began after the first ended.
+    assert order[-3:] == [f"{second_gate}:in", f"{second_gate}:out", 7]
 
 
 async def test_domain_errors_reach_the_caller_with_class_and_fields(

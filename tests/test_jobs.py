@@ -23,6 +23,7 @@ from uuid import UUID
 import orjson
 import pytest
 
+from tests.waiting import eventually
 from unimatch.config import Config
 from unimatch.scheduler import queue
 from unimatch.scheduler.handlers import JobContext, PermanentJobError, register
@@ -341,6 +342,7 @@ async def test_job_of_a_dead_worker_is_rerun_after_its_lease(
 
 _HANGING_WORKER = """
 import asyncio, sys
+from tests.waiting import eventually
 from unimatch.config import Config
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage.pg import Database
@@ -392,17 +394,26 @@ async def test_a_long_job_keeps_its_lease_while_it_runs(
     db: Database, make_runner: Callable[..., Awaitable[JobRunner]]
 ) -> None:
     kind = unique_kind("long")
+    lease = 0.6
     runs = 0
 
-    async def slow(payload: dict[str, Any], ctx: JobContext) -> None:
+    async def long(payload: dict[str, Any], ctx: JobContext) -> None:
         nonlocal runs
         runs += 1
-        await asyncio.sleep(2.5)  # the job's own work, four leases long
+        began = (await row(db, ctx.job.id))["locked_until"]
+
+        async def renewed_four_leases_on() -> bool:
+            now = (await row(db, ctx.job.id))["locked_until"]
+            return now >= began + timedelta(seconds=4 * lease)
+
+        # The job's own work lasts until its lease, renewed while it runs,
+        # reaches four lease lengths past where it began.
+        await eventually(renewed_four_leases_on, within=60)
 
     outcomes = Outcomes()
     for _ in range(2):
         await make_runner(
-            handlers={kind: slow}, kinds=[kind], on_finished=outcomes, lease_seconds=0.6
+            handlers={kind: long}, kinds=[kind], on_finished=outcomes, lease_seconds=lease
         )
     job_id = await add(db, kind)
     await outcomes.wait([job_id])
