@@ -344,7 +344,10 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"# platform: {args.users} sockets connected in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
         await warm_up(client)
-        platform_results = await sweep("platform", client, args.rates, args.seconds)
+        platform_results = (
+            await sweep("platform", client, args.rates, args.seconds)
+            if args.only in (None, "platform") else {}
+        )
         await client.close()
 
         relay_port = free_port()
@@ -358,7 +361,10 @@ async def main_async(args: argparse.Namespace) -> None:
         rclient = LoadClient(relay_urls, match_of)
         await rclient.connect()
         await warm_up(rclient)
-        relay_results = await sweep("relay", rclient, args.rates, args.seconds)
+        relay_results = (
+            await sweep("relay", rclient, args.rates, args.seconds)
+            if args.only in (None, "relay") else {}
+        )
         await rclient.close()
 
         ours, ceiling = best_rate(platform_results), best_rate(relay_results)
@@ -410,6 +416,8 @@ def main() -> None:
     parser.add_argument("--colocated", action="store_true",
                         help="each shard host also serves a gateway (COLOCATED=true)")
     parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--only", choices=("platform", "relay"),
+                        help="sweep the rates against one side only (the ratio needs both)")
     asyncio.run(main_async(parser.parse_args()))
 
 
