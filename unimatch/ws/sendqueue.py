@@ -3,8 +3,10 @@
 Producers (pushes from actors, acks, sync replay) never wait on a client:
 `put` appends or, when the queue is full, reports it so the connection is
 closed with 4008. Only the writer task awaits the socket, so a client that
-stops reading stalls its own writer and nobody else. The writer exists only
-while there is something to write: an idle socket costs a deque, no task.
+stops reading stalls its own writer and nobody else. The writer and its
+deque exist only while there is something to write: an idle socket holds
+neither (a deque is about 600 bytes, and a gateway holds thousands of idle
+sockets).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class SendQueue:
         self.ws = ws
         self.limit = limit
         self._on_overflow = on_overflow
-        self._frames: collections.deque[bytes] = collections.deque()
+        self._frames: collections.deque[bytes] | None = None
         self._writer: asyncio.Task[None] | None = None
         # Created on demand: a paced producer waiting for room, and callers
         # of `drained()` waiting for the writer to finish.
@@ -41,7 +43,7 @@ class SendQueue:
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._frames) if self._frames is not None else 0
 
     @property
     def closed(self) -> bool:
@@ -52,19 +54,22 @@ class SendQueue:
         the queue is full or closed."""
         if self._closed:
             return False
-        if len(self._frames) >= self.limit:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = collections.deque()
+        elif len(frames) >= self.limit:
             self._on_overflow()
             return False
-        self._frames.append(data)
+        frames.append(data)
         if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write())
+            self._writer = asyncio.get_running_loop().create_task(self._write(frames))
         return True
 
     async def put_paced(self, data: bytes, *, patience: float) -> bool:
         """Queue a frame of a long stream (sync replay): wait while the queue
         is over half full, leaving room for live frames; a client that does
         not make room within `patience` seconds overflows."""
-        if len(self._frames) >= self.limit // 2 and not self._closed:
+        if len(self) >= self.limit // 2 and not self._closed:
             if self._room is None:
                 self._room = asyncio.Event()
             self._room.clear()
@@ -75,8 +80,8 @@ class SendQueue:
                 return False
         return self.put(data)
 
-    async def _write(self) -> None:
-        ws, frames = self.ws, self._frames
+    async def _write(self, frames: collections.deque[bytes]) -> None:
+        ws = self.ws
         try:
             while frames:
                 data = frames.popleft()
@@ -91,6 +96,8 @@ class SendQueue:
             frames.clear()
         finally:
             self._writer = None
+            if not frames:
+                self._frames = None
             self._wake()
 
     def _wake(self) -> None:
@@ -116,7 +123,7 @@ class SendQueue:
         """Drop what is queued and stop the writer (it may be stuck on a
         client that does not read)."""
         self._closed = True
-        self._frames.clear()
+        self._frames = None
         if self._writer is not None:
             self._writer.cancel()
         self._wake()
