@@ -5,6 +5,7 @@ Run by hand from the repository root:
     python bench/chat.py                      # 2,000 users, default rates
     python bench/chat.py --users 2000 --rates 250,500,1000,2000 --seconds 8 --idle 10000
     python bench/chat.py --colocated --hosts 1   # one node: host and gateway in one process
+    python bench/chat.py --only relay --rates 8000,16000 --idle 0   # one side's ceiling
 
 Starts a private local Ray, a scratch PostgreSQL database (dropped at the
 end) and the whole platform; N users in N/2 matches, each user one socket.
