@@ -67,7 +67,7 @@ class Counter(VirtualActor):
         self.value = 0
         self.log: list[int] = []
         self.passivations = 0
-        self.order: list[int] = []
+        self.order: list[int | str] = []  # record(i) appends ints, enter(gate) marks
         self.inside = 0
         self.max_inside = 0
 

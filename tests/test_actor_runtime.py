@@ -139,20 +139,24 @@ async def test_batcher_fails_the_whole_batch_when_send_fails() -> None:
 
 async def test_batcher_with_a_cap_collects_while_a_flush_is_in_flight() -> None:
     batches: list[list[str]] = []
+    sent: asyncio.Queue[list[str]] = asyncio.Queue()
     release = asyncio.Event()
 
     async def send(items: list[str]) -> list[str]:
         batches.append(list(items))
+        sent.put_nowait(list(items))
         await release.wait()
         return [s.upper() for s in items]
 
     batcher = TickBatcher[str, str](send, max_in_flight=1)
     first = asyncio.ensure_future(batcher.submit("a"))
-    await eventually(lambda: _true(batcher.in_flight == 1), within=5)
+    assert await asyncio.wait_for(sent.get(), 5) == ["a"]
+    assert batcher.in_flight == 1
     later = [asyncio.ensure_future(batcher.submit(s)) for s in "bcd"]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: they run up to their wait
     more = asyncio.ensure_future(batcher.submit("e"))
-    await eventually(lambda: _true(batcher.pending == 4), within=5)
+    await asyncio.sleep(0)
+    assert batcher.pending == 4
     assert batches == [["a"]]  # nothing else left while the first was out
     release.set()
     assert await asyncio.gather(first, *later, more) == ["A", "B", "C", "D", "E"]
@@ -160,27 +164,23 @@ async def test_batcher_with_a_cap_collects_while_a_flush_is_in_flight() -> None:
 
 
 async def test_batcher_without_a_cap_flushes_every_tick() -> None:
-    batches: list[list[int]] = []
+    sent: asyncio.Queue[list[int]] = asyncio.Queue()
     release = asyncio.Event()
 
     async def send(items: list[int]) -> list[int]:
-        batches.append(list(items))
+        sent.put_nowait(list(items))
         await release.wait()
         return items
 
     batcher = TickBatcher[int, int](send)
     first = asyncio.ensure_future(batcher.submit(1))
-    await eventually(lambda: _true(batches == [[1]]), within=5)
+    assert await asyncio.wait_for(sent.get(), 5) == [1]
     second = asyncio.ensure_future(batcher.submit(2))
     # A slow batch in flight does not hold up the next tick's batch.
-    await eventually(lambda: _true(batches == [[1], [2]]), within=5)
+    assert await asyncio.wait_for(sent.get(), 5) == [2]
     assert batcher.in_flight == 2
     release.set()
     assert await asyncio.gather(first, second) == [1, 2]
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 # -- the runtime on Ray -------------------------------------------------------
