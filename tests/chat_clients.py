@@ -18,6 +18,48 @@ from unimatch.storage.pg import Database
 Frame = dict[str, Any]
 
 
+class Resender:
+    """What a real client sends again while messages go unacked: a send the
+    server refused, once the `retry_after` its error named has passed (at once
+    when it named none), and any other after `stale_after` seconds without an
+    answer. Between sends the caller waits for news on the socket, at most
+    until the next send falls due (`next_due`); nothing sleeps."""
+
+    def __init__(self, client: ChatClient, stale_after: float) -> None:
+        self.client = client
+        self.stale_after = stale_after
+        self._errors_seen = 0
+        self._retry_at: dict[str | None, float] = {}
+        self._tried: dict[str, float] = {}
+
+    def due(self, unacked: list[str]) -> list[str]:
+        """The client_msg_ids of `unacked` to send now; noted as sent."""
+        now = asyncio.get_running_loop().time()
+        errors = self.client.of_type("error")[self._errors_seen:]
+        self._errors_seen += len(errors)
+        for error in errors:
+            self._retry_at[error.get("client_msg_id")] = now + error.get("retry_after", 0.0)
+        due = []
+        for cmid in unacked:
+            retry_at = self._retry_at.get(cmid)
+            if retry_at is None:
+                retry_at = self._tried.get(cmid, -self.stale_after) + self.stale_after
+            if now >= retry_at:
+                self._retry_at.pop(cmid, None)
+                self._tried[cmid] = now
+                due.append(cmid)
+        return due
+
+    def next_due(self, unacked: list[str], bound: float = 1.0) -> float:
+        """Seconds until one of `unacked` falls due, at most `bound`."""
+        now = asyncio.get_running_loop().time()
+        times = [
+            self._retry_at.get(cmid, self._tried.get(cmid, now) + self.stale_after)
+            for cmid in unacked
+        ]
+        return max(0.001, min([bound, *(t - now for t in times)]))
+
+
 async def make_match(db: Database, config: Config) -> tuple[TestUser, TestUser, str]:
     """Two users and the open match between them (the row the swipe flow
     writes, keyed by the pair id)."""
@@ -115,17 +157,6 @@ class ChatClient:
             f for f in self.frames
             if f["type"] == kind and (match_id is None or f.get("match_id") == match_id)
         ]
-
-    async def heed_errors(self, seen: int) -> tuple[int, set[str | None]]:
-        """As a real client does with the error frames after the first `seen`:
-        wait the `retry_after` a rate limit named, and return the new count of
-        errors seen and the client_msg_ids to send again at once."""
-        errors = self.of_type("error")[seen:]
-        limited = [f["retry_after"] for f in errors if f["code"] == "rate_limited"]
-        if limited:
-            await asyncio.sleep(max(limited))
-        failed = {f.get("client_msg_id") for f in errors if f["code"] != "rate_limited"}
-        return seen + len(errors), failed
 
     def acks(self) -> dict[str, Frame]:
         return {f["client_msg_id"]: f for f in self.of_type("ack")}

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import ray
 
-from tests.chat_clients import ChatClient, make_match
+from tests.chat_clients import ChatClient, Resender, make_match
 from tests.waiting import eventually
 from unimatch.actors.directory import ActorDirectory
 from unimatch.actors.routing import pick_host
@@ -31,22 +31,21 @@ async def _send_until_acked(
     does after a timeout or an error, until all are acked."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    last_try: dict[str, float] = {}
-    errors_seen = 0
+    resender = Resender(client, stale_after=10.0)
     while True:
         acked = client.acks()
         missing = [c for c in bodies if c not in acked]
         if not missing:
             return
         assert loop.time() < deadline, f"{len(missing)} messages never acked"
-        errors_seen, failed = await client.heed_errors(errors_seen)
-        for cmid in missing:
-            if cmid in failed or loop.time() - last_try.get(cmid, 0.0) > 10.0:
-                last_try[cmid] = loop.time()
-                await client.send_message(match_id, bodies[cmid], cmid)
+        for cmid in resender.due(missing):
+            await client.send_message(match_id, bodies[cmid], cmid)
         seen = len(client.frames)
         try:
-            await client.wait_until(lambda: len(client.frames) > seen, within=1.0)  # noqa: B023
+            await client.wait_until(
+                lambda: len(client.frames) > seen,  # noqa: B023
+                within=resender.next_due(missing),
+            )
         except TimeoutError:
             pass
 

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import ray
 
-from tests.chat_clients import ChatClient, make_match
+from tests.chat_clients import ChatClient, Resender, make_match
 from tests.factories import make_user
 from unimatch.actors.routing import pick_host
 from unimatch.config import Config
@@ -131,8 +131,7 @@ async def test_a_killed_node_loses_no_acked_message(nodes, db, config):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 120
         acks: dict[str, dict] = {}
-        last_try: dict[str, float] = {}
-        errors_seen = 0
+        resender = Resender(ca, stale_after=5.0)
         while True:
             acks.update(ca.acks())
             if len(acks) == n:
@@ -144,16 +143,11 @@ async def test_a_killed_node_loses_no_acked_message(nodes, db, config):
             if ca.closed or ca.ws.closed:
                 await ca.close()
                 ca = await ChatClient.connect(nodes.url, a.token)
-                last_try.clear()
-                errors_seen = 0
-            errors_seen, failed = await ca.heed_errors(errors_seen)
+                resender = Resender(ca, stale_after=5.0)
+            unacked = [cmid for cmid in bodies if cmid not in acks]
             try:
-                for cmid, body in bodies.items():
-                    if cmid not in acks and (
-                        cmid in failed or loop.time() - last_try.get(cmid, -60.0) > 5.0
-                    ):
-                        last_try[cmid] = loop.time()
-                        await ca.send_message(match_id, body, cmid)
+                for cmid in resender.due(unacked):
+                    await ca.send_message(match_id, bodies[cmid], cmid)
             except aiohttp.ClientError:  # its node died under it: reconnect
                 continue
             seen = len(ca.frames)
@@ -162,7 +156,7 @@ async def test_a_killed_node_loses_no_acked_message(nodes, db, config):
                 return len(client.frames) > seen or client.closed
 
             try:
-                await ca.wait_until(news, within=1.0)
+                await ca.wait_until(news, within=resender.next_due(unacked))
             except TimeoutError:
                 pass
 
