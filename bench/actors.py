@@ -96,7 +96,7 @@ async def main() -> None:
 
     from unimatch.actors.directory import ActorDirectory
     from unimatch.actors.host import ShardHost, start_shard_hosts, stop_shard_hosts
-    from unimatch.config import Config
+    from unimatch.domain.config import Config
     from unimatch.storage.migrations import apply_migrations
 
     token = secrets.token_hex(4)

@@ -47,10 +47,10 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
-from unimatch import tokens  # noqa: E402
-from unimatch.config import Config  # noqa: E402
-from unimatch.pairs import ordered, pair_id  # noqa: E402
-from unimatch.platform import free_port  # noqa: E402
+from unimatch.domain import tokens  # noqa: E402
+from unimatch.domain.config import Config  # noqa: E402
+from unimatch.domain.pairs import ordered, pair_id  # noqa: E402
+from unimatch.server.platform import free_port  # noqa: E402
 from unimatch.storage.migrations import apply_migrations  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -307,7 +307,7 @@ async def main_async(args: argparse.Namespace) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     import ray
 
-    from unimatch.platform import Platform
+    from unimatch.server.platform import Platform
 
     db_name = f"unimatch_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(ADMIN_DSN)

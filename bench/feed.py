@@ -28,14 +28,14 @@ import uuid
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Ray starts its workers at nice 15; `unimatch serve` runs them at 0 (see
-# unimatch.platform.init_ray), and so does this bench.
+# unimatch.server.platform.init_ray), and so does this bench.
 os.environ.setdefault("RAY_worker_niceness", "0")
 
 import aiohttp
 import asyncpg
 
-from unimatch import tokens
-from unimatch.config import Config
+from unimatch.domain import tokens
+from unimatch.domain.config import Config
 from unimatch.storage.cache import feed_key
 from unimatch.storage.migrations import apply_migrations
 
@@ -281,7 +281,7 @@ def main() -> None:
             return
         import ray
 
-        from unimatch.platform import Platform
+        from unimatch.server.platform import Platform
 
         config = Config(
             database_url=_dsn(name),

@@ -24,9 +24,9 @@ from uuid import UUID
 
 import asyncpg
 
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.scheduler.handlers import JobContext
-from unimatch.scheduler.queue import Job, enqueue
+from unimatch.storage.jobs import Job, enqueue
 from unimatch.scheduler.worker import DONE, JobRunner
 from unimatch.storage.migrations import apply_migrations
 from unimatch.storage.pg import Database

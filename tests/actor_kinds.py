@@ -1,6 +1,6 @@
 """Virtual-actor kinds used only by the runtime tests (see conftest's config).
 
-They run inside the shard hosts, which import them as `tests.actor_kinds`
+They run inside the nodes, which import them as `tests.actor_kinds`
 (Ray workers have the repository root on `sys.path`).
 """
 
@@ -10,7 +10,7 @@ import asyncio
 import os
 from typing import Any
 
-import unimatch.errors
+import unimatch.domain.errors
 from unimatch.actors.base import VirtualActor
 
 SCHEMA = (
@@ -62,8 +62,8 @@ class Counter(VirtualActor):
 
     kind = "counter"
 
-    def __init__(self, actor_id: str, services: Any) -> None:
-        super().__init__(actor_id, services)
+    def __init__(self, actor_id: str, services: Any, context: Any) -> None:
+        super().__init__(actor_id, services, context)
         self.value = 0
         self.log: list[int] = []
         self.passivations = 0
@@ -107,7 +107,7 @@ class Counter(VirtualActor):
             "log": self.log,
             "passivations": self.passivations,
             "pid": os.getpid(),
-            "host": self.services.host_index,
+            "host": self.services.node_index,
         }
 
     async def record(self, i: int) -> int:
@@ -142,7 +142,7 @@ class Counter(VirtualActor):
         _gate(gate).set()
 
     async def fail(self, error: str, detail: Any, **fields: Any) -> None:
-        cls = getattr(unimatch.errors, error)
+        cls = getattr(unimatch.domain.errors, error)
         raise cls(detail, **fields)
 
     async def _secret(self) -> str:

@@ -11,8 +11,9 @@ import aiohttp
 import orjson
 
 from tests.factories import TestUser, make_user
-from unimatch.config import Config
-from unimatch.pairs import ordered, pair_id
+from tests.waiting import eventually
+from unimatch.domain.config import Config
+from unimatch.domain.pairs import ordered, pair_id
 from unimatch.storage.pg import Database
 
 Frame = dict[str, Any]
@@ -76,13 +77,17 @@ async def make_match(db: Database, config: Config) -> tuple[TestUser, TestUser, 
 class ChatClient:
     """A socket plus every frame it received, in arrival order."""
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
+    def __init__(
+        self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, url: str = ""
+    ):
         self.session = session
         self.ws = ws
+        self.url = url
         self.frames: list[Frame] = []
         self._changed = asyncio.Event()
         self._reader = asyncio.get_running_loop().create_task(self._read())
         self.close_code: int | None = None
+        self.reconnects = 0
 
     @classmethod
     async def connect(
@@ -97,7 +102,7 @@ class ChatClient:
         session = aiohttp.ClientSession()
         url = base_url + path + (f"?token={token}" if token else "")
         ws = await session.ws_connect(url, **ws_kwargs)
-        client = cls(session, ws)
+        client = cls(session, ws, url)
         if wait_ready:
             await client.wait_for(lambda f: f["type"] in ("ready", "error"))
             if client.frames[-1]["type"] == "error":
@@ -113,6 +118,41 @@ class ChatClient:
         finally:
             self.close_code = self.ws.close_code
             self._changed.set()
+
+    async def reconnect(self, within: float = 30.0) -> None:
+        """A new socket once this one closed (the node holding it died), as a
+        real client does: the frames so far are kept; then `sync` from the
+        highest seq seen of each match in `cursors` is the caller's."""
+        async def connected() -> bool:
+            try:
+                ws = await self.session.ws_connect(self.url)
+            except (aiohttp.ClientError, OSError):
+                return False
+            self.ws = ws
+            self.close_code = None
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+            return True
+
+        await eventually(connected, within=within)
+        self.reconnects += 1
+        ready = len(self.of_type("ready"))
+        await self.wait_until(lambda: len(self.of_type("ready")) > ready, within=within)
+
+    def cursor(self, match_id: str) -> int:
+        """The highest seq this client knows of `match_id` (acks and messages)."""
+        seqs = [f["seq"] for f in self.frames
+                if f["type"] in ("ack", "message") and f.get("match_id") == match_id]
+        return max(seqs, default=0)
+
+    def seqs(self, match_id: str) -> dict[int, str]:
+        """seq -> message_id of every message this client knows (its own by
+        ack, the other's by message); raises if one seq named two messages."""
+        found: dict[int, str] = {}
+        for f in self.frames:
+            if f["type"] in ("ack", "message") and f.get("match_id") == match_id:
+                if found.setdefault(f["seq"], f["message_id"]) != f["message_id"]:
+                    raise AssertionError(f"seq {f['seq']} named two messages")
+        return found
 
     async def send(self, frame: Frame) -> None:
         await self.ws.send_str(orjson.dumps(frame).decode())

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.mailsink import Inbox, SmtpServer, free_port
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.migrations import apply_migrations
 from unimatch.storage.pg import Database
@@ -64,7 +64,7 @@ async def drop_database(admin_dsn: str, name: str) -> None:
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(PostgreSQL admin DSN, Redis URL): the machine's servers, or embedded
     ones started for this run when none answers on the default ports."""
-    from unimatch.embedded import EmbeddedPostgres, EmbeddedRedis
+    from unimatch.server.embedded import EmbeddedPostgres, EmbeddedRedis
 
     # TEST_SERVICES=embedded forces the embedded servers even when the
     # machine's answer (to check that path).
@@ -142,8 +142,7 @@ def config(
         jwt_secret="test-secret-" + RUN_ID + "-" + "k" * 32,
         media_root=data_dir / "media",
         redis_prefix=redis_prefix,
-        shard_hosts=2,
-        gateways=1,
+        nodes=2,
         pg_pool_size=5,
         pg_pool_overflow=5,
         namespace=f"unimatch-test-{RUN_ID}",
@@ -190,9 +189,9 @@ def ray_cluster(config: Config) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def platform(config: Config, ray_cluster: None) -> Iterator[object]:
-    """The whole platform (shard hosts, scheduler, gateway) in this run's Ray,
+    """The whole platform (two nodes and the scheduler) in this run's Ray,
     serving on a free loopback port; `platform.url` is its base URL."""
-    from unimatch.platform import Platform
+    from unimatch.server.platform import Platform
 
     started = Platform.start(config, "127.0.0.1", 0)
     yield started

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
 
-from unimatch import tokens
-from unimatch.config import Config
+from unimatch.domain import tokens
+from unimatch.domain.config import Config
 from unimatch.storage.pg import Database
 
 PASSWORD = "correct-horse-battery-staple"

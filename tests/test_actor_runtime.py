@@ -1,7 +1,8 @@
 """The virtual-actor runtime against a real local Ray, PostgreSQL and Redis.
 
-The shard hosts here have names of their own (`name_prefix`), so they never
-collide with the hosts of a whole-platform fixture in the same Ray.
+The nodes here live in a Ray namespace of their own, so they never collide
+with the nodes of the whole-platform fixture in the same Ray. The test
+process hosts no actors: its directory reaches both nodes over Ray.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from tests.actor_kinds import SCHEMA
 from tests.waiting import eventually
 from unimatch.actors.batching import TickBatcher
 from unimatch.actors.directory import ActorDirectory
-from unimatch.actors.host import start_shard_hosts, stop_shard_hosts
+from unimatch.actors.links import remote_directory
 from unimatch.actors.routing import pick_host
-from unimatch.config import Config
-from unimatch.errors import Conflict, NotFound, RateLimited
+from unimatch.domain.config import Config
+from unimatch.domain.errors import Conflict, NotFound, RateLimited
+from unimatch.server.node import start_nodes, stop_nodes
+from unimatch.server.platform import free_port
 from unimatch.storage.pg import Database
 
-PREFIX = f"rt-{secrets.token_hex(3)}"
+SUFFIX = f"-rt-{secrets.token_hex(3)}"
 
 
 def ids_on(host: int, count: int, label: str, hosts: int = 2) -> list[str]:
@@ -42,16 +45,33 @@ def ids_on(host: int, count: int, label: str, hosts: int = 2) -> list[str]:
     return found
 
 
+async def start_test_nodes(config: Config) -> list[Any]:
+    return await asyncio.to_thread(start_nodes, config, "127.0.0.1", free_port())
+
+
 @pytest.fixture(scope="module")
-async def hosts(ray_cluster: None, config: Config) -> AsyncIterator[list[Any]]:
-    handles = await asyncio.to_thread(start_shard_hosts, config, name_prefix=PREFIX)
+def rt_config(config: Config) -> Config:
+    return config.with_(nodes=2, namespace=config.namespace + SUFFIX)
+
+
+@pytest.fixture(scope="module")
+async def hosts(ray_cluster: None, rt_config: Config) -> AsyncIterator[list[Any]]:
+    handles = await start_test_nodes(rt_config)
     yield handles
-    await asyncio.to_thread(stop_shard_hosts, handles)
+    await asyncio.to_thread(stop_nodes, handles)
 
 
 @pytest.fixture(scope="module")
-def directory(hosts: list[Any]) -> ActorDirectory:
-    return ActorDirectory(hosts, retry_deadline=90.0)
+def directory(hosts: list[Any], rt_config: Config) -> ActorDirectory:
+    return remote_directory(rt_config.namespace, len(hosts), retry_deadline=90.0)
+
+
+async def call_on(node: Any, kind: str, actor_id: str, method: str, *args: Any) -> Any:
+    """A call sent to one node on its own, in a batch of one."""
+    ((ok, value),) = await node.call_batch.remote([(0, (kind, actor_id, method, args, {}))], None)
+    if not ok:
+        raise value
+    return value
 
 
 # -- routing (in-process) -----------------------------------------------------
@@ -210,7 +230,7 @@ async def test_different_actors_run_concurrently_one_actor_does_not(
     probes = [ids_on(0, 1, "probe")[0], ids_on(1, 1, "probe")[0]]
 
     async def on_probe(host: int, method: str, gate: str) -> Any:
-        return await hosts[host].call.remote("counter", probes[host], method, (gate,), {})
+        return await call_on(hosts[host], "counter", probes[host], method, gate)
 
     gate = f"together-{secrets.token_hex(4)}"
     calls = [
@@ -275,7 +295,7 @@ async def test_unknown_kind_or_method_is_not_found(
     directory: ActorDirectory, hosts: list[Any]
 ) -> None:
     actor_id = f"unknown-{secrets.token_hex(4)}"
-    host = hosts[directory.host_for("counter", actor_id)]
+    host = hosts[directory.node_for("counter", actor_id)]
     before = await host.stats.remote()
     for kind, method in [
         ("nosuchkind", "get"),
@@ -298,7 +318,7 @@ async def test_failed_activation_fails_waiting_calls_and_is_retried_next_call(
     for statement in SCHEMA:
         await db.execute(statement)
     actor_id = f"faulty-{secrets.token_hex(4)}"
-    host = hosts[directory.host_for("counter", actor_id)]
+    host = hosts[directory.node_for("counter", actor_id)]
     await db.execute("INSERT INTO test_counter_faults (id) VALUES ($1)", actor_id)
     before = await host.stats.remote()
     outcomes = await asyncio.gather(
@@ -336,7 +356,7 @@ async def test_stats_report_activations_and_mailbox_depths(
     assert stats["mailbox_total"] >= 5
     assert stats["active"]["counter"] >= 1
     assert stats["activations_total"] == before["activations_total"] + 1
-    assert stats["host"] == 1
+    assert stats["node"] == 1
 
     await directory.call("counter", opener, "open_gate", gate)
     await asyncio.wait_for(asyncio.gather(held, *queued), 60)
@@ -344,15 +364,15 @@ async def test_stats_report_activations_and_mailbox_depths(
     assert all(e["id"] != blocked for e in stats["mailbox_top"])
     assert stats["activations_total"] == before["activations_total"] + 2
 
-    every = await directory.stats()
-    assert [s["host"] for s in every] == [0, 1]
+    every = [await h.stats.remote() for h in hosts]
+    assert [s["node"] for s in every] == [0, 1]
     assert len({s["pid"] for s in every}) == 2
 
 
-async def test_lookup_by_name_finds_the_hosts(
-    config: Config, hosts: list[Any], directory: ActorDirectory
+async def test_lookup_by_name_finds_the_nodes(
+    rt_config: Config, hosts: list[Any], directory: ActorDirectory
 ) -> None:
-    looked_up = ActorDirectory.lookup(config.namespace, len(hosts), name_prefix=PREFIX)
+    looked_up = remote_directory(rt_config.namespace, len(hosts))
     await looked_up.check_health()
     actor_id = f"lookup-{secrets.token_hex(4)}"
     await looked_up.call("counter", actor_id, "add", 3, "t")
@@ -362,17 +382,17 @@ async def test_lookup_by_name_finds_the_hosts(
 async def test_idle_actor_is_passivated_and_reactivated_with_its_state(
     ray_cluster: None, config: Config
 ) -> None:
-    quick = config.with_(shard_hosts=1, passivate_after=0.5)
-    handles = await asyncio.to_thread(start_shard_hosts, quick, name_prefix=f"{PREFIX}-passive")
+    quick = config.with_(nodes=1, passivate_after=0.5, namespace=config.namespace + SUFFIX + "-p")
+    handles = await start_test_nodes(quick)
     try:
-        directory = ActorDirectory(handles)
+        directory = remote_directory(quick.namespace, 1)
         actor_id = f"idle-{secrets.token_hex(4)}"
         assert await directory.call("counter", actor_id, "add", 5, "t1") == 5
-        first = (await directory.stats())[0]
+        first = await handles[0].stats.remote()
         assert first["active"] == {"counter": 1}
 
         async def passivated() -> bool:
-            stats = (await directory.stats())[0]
+            stats = await handles[0].stats.remote()
             return stats["active"].get("counter", 0) == 0 and stats["passivations_total"] == 1
 
         await eventually(passivated)
@@ -381,9 +401,9 @@ async def test_idle_actor_is_passivated_and_reactivated_with_its_state(
         assert state["value"] == 5
         assert state["log"] == [5]
         assert state["passivations"] == 1
-        assert (await directory.stats())[0]["activations_total"] == 2
+        assert (await handles[0].stats.remote())["activations_total"] == 2
     finally:
-        await asyncio.to_thread(stop_shard_hosts, handles)
+        await asyncio.to_thread(stop_nodes, handles)
 
 
 async def test_killed_host_comes_back_and_later_calls_succeed_with_state_intact(

@@ -17,12 +17,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.mailsink import Inbox, SmtpServer
-from unimatch import tokens
-from unimatch.config import Config
-from unimatch.errors import Unauthorized
+from unimatch.domain import tokens
+from unimatch.domain.config import Config
+from unimatch.domain.errors import Unauthorized
+from unimatch.domain.passwords import common_passwords, password_problems
 from unimatch.http.app import create_app
 from unimatch.http.auth import email_problems
-from unimatch.passwords import common_passwords, password_problems
 from unimatch.scheduler.mail import SEND_EMAIL, Mailer
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage import accounts

@@ -15,13 +15,13 @@ import ray
 
 from tests.chat_clients import ChatClient, Resender, make_match
 from tests.waiting import eventually
-from unimatch.actors.directory import ActorDirectory
+from unimatch.actors.links import remote_directory
 from unimatch.actors.routing import pick_host
 
 
 @pytest.fixture
 async def directory(platform, config):
-    return ActorDirectory.lookup(config.namespace, config.shard_hosts)
+    return remote_directory(config.namespace, config.nodes)
 
 
 async def _send_until_acked(
@@ -73,7 +73,7 @@ async def test_killed_shard_host_loses_no_acked_message(platform, db, config, di
 
         bursts = [asyncio.create_task(burst(c)) for c in (ca, cb)]
         await ca.wait_until(lambda: len(ca.acks()) >= 8)
-        victim = platform.hosts[pick_host("match", match_id, config.shard_hosts)]
+        victim = platform.nodes[pick_host("match", match_id, config.nodes)]
         ray.kill(victim, no_restart=False)
         await asyncio.gather(*bursts)
         await asyncio.gather(
@@ -183,7 +183,7 @@ async def test_past_capacity_sends_are_shed_and_no_acked_message_is_lost(
     # A gateway that holds at most one unanswered send: a burst from one
     # socket overruns it at once.
     small = create_app(config.with_(ws_max_pending_sends=1),
-                       directory=ActorDirectory(platform.hosts))
+                       directory=remote_directory(config.namespace, config.nodes))
     server = await aiohttp_client(small)
     a, _b, match_id = await make_match(db, config)
     client = await ChatClient.connect(str(server.make_url("")).rstrip("/"), a.token)

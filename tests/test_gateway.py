@@ -10,9 +10,9 @@ import ray
 
 from tests.factories import make_user
 from tests.waiting import eventually
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.http.gateway import Gateway
-from unimatch.platform import free_port
+from unimatch.server.platform import free_port
 from unimatch.storage.pg import Database
 
 TIMEOUT = 60

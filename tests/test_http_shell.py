@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from unimatch.config import Config
-from unimatch.errors import Conflict, RateLimited
+from unimatch.domain.config import Config
+from unimatch.domain.errors import Conflict, RateLimited
 from unimatch.http.app import create_app
 from unimatch.http.validation import Fields, read_json
 

@@ -24,8 +24,8 @@ import orjson
 import pytest
 
 from tests.waiting import eventually
-from unimatch.config import Config
-from unimatch.scheduler import queue
+from unimatch.domain.config import Config
+from unimatch.storage import jobs as queue
 from unimatch.scheduler.handlers import JobContext, PermanentJobError, register
 from unimatch.scheduler.periodic import (
     PeriodicEnqueuer,
@@ -34,7 +34,7 @@ from unimatch.scheduler.periodic import (
     cleanup_unverified,
     period_start,
 )
-from unimatch.scheduler.queue import (
+from unimatch.storage.jobs import (
     PRIORITY_CACHE,
     PRIORITY_CLEANUP,
     PRIORITY_DEFAULT,
@@ -343,7 +343,7 @@ async def test_job_of_a_dead_worker_is_rerun_after_its_lease(
 _HANGING_WORKER = """
 import asyncio, sys
 from tests.waiting import eventually
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage.pg import Database
 

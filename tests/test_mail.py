@@ -17,10 +17,10 @@ import pytest
 
 from tests.job_kinds import TEST_ACTOR_MAIL
 from tests.mailsink import Inbox, SmtpServer, free_port
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.scheduler.actor import SchedulerActor, start_scheduler, stop_scheduler
 from unimatch.scheduler.mail import SEND_EMAIL, Mailer, send_email
-from unimatch.scheduler.queue import Backoff, Job, enqueue
+from unimatch.storage.jobs import Backoff, Job, enqueue
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage.pg import Database
 

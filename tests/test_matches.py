@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 
 from tests.factories import make_user
-from unimatch.pairs import pair_id
+from unimatch.domain.pairs import pair_id
 from unimatch.storage.cache import match_list_key
 
 

@@ -49,7 +49,7 @@ async def test_concurrent_migrate_processes_do_not_collide(pg_admin_dsn: str) ->
         env = {**os.environ, **env_dsn}
         procs = [
             await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "unimatch.cli", "migrate",
+                sys.executable, "-m", "unimatch.server.cli", "migrate",
                 env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
             for _ in range(3)

@@ -14,9 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories import PASSWORD, make_user
-from unimatch.config import Config
+from unimatch.domain.config import Config
+from unimatch.domain.pairs import pair_id
 from unimatch.http.app import create_app
-from unimatch.pairs import pair_id
 from unimatch.storage.pg import Database
 
 API = "/api/v1"

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.http.app import create_app
 from unimatch.http.openapi import document
 

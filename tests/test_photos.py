@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
 from tests.factories import make_user
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.http.app import create_app
 from unimatch.storage.cache import Cache, feed_key, profile_key
 from unimatch.storage.pg import Database

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from tests import factories
 from tests.factories import catalogue_ids, make_user
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.http.app import create_app
 from unimatch.storage.cache import Cache, feed_key, profile_key
 from unimatch.storage.pg import Database

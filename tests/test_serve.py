@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from unimatch.platform import free_port
+from unimatch.server.platform import free_port
 
 START_TIMEOUT = 240
 STOP_TIMEOUT = 90
@@ -66,7 +66,7 @@ async def test_serve_with_embedded_servers_and_clean_shutdown(tmp_path: Path) ->
     data_dir = (tmp_path / "data").resolve()
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "unimatch.cli", "serve", "--port", str(port),
+        sys.executable, "-m", "unimatch.server.cli", "serve", "--port", str(port),
         env=_env(data_dir), cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
@@ -94,7 +94,7 @@ async def test_serve_with_embedded_servers_and_clean_shutdown(tmp_path: Path) ->
 
     # The embedded PostgreSQL kept its data: a second start finds the schema.
     migrate = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "unimatch.cli", "migrate",
+        sys.executable, "-m", "unimatch.server.cli", "migrate",
         env=_env(data_dir), cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
@@ -110,7 +110,7 @@ async def test_a_signal_while_starting_stops_the_start_and_leaves_nothing(
     data_dir = (tmp_path / "data").resolve()
     env = {**_env(data_dir), "COLOCATED": "true"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "unimatch.cli", "serve", "--port", str(free_port()),
+        sys.executable, "-m", "unimatch.server.cli", "serve", "--port", str(free_port()),
         env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from unimatch.errors import RateLimited, Unavailable
-from unimatch.metrics import CACHE_ERRORS
+from unimatch.domain.errors import RateLimited, Unavailable
+from unimatch.domain.metrics import CACHE_ERRORS
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import Limit, RateLimiter

@@ -9,9 +9,9 @@ import aiohttp
 import orjson
 
 from tests.factories import make_user
-from unimatch.actors.directory import ActorDirectory
+from unimatch.actors.links import remote_directory
+from unimatch.domain.pairs import pair_id
 from unimatch.http.app import create_app
-from unimatch.pairs import pair_id
 
 
 async def _swipe(http, user, target, action="like") -> tuple[int, dict, aiohttp.ClientResponse]:
@@ -71,7 +71,7 @@ async def test_a_retried_call_answers_like_the_first(platform, db, config):
     same swipe id gets the first answer back, not a 409."""
     a = await make_user(db, config)
     b = await make_user(db, config)
-    directory = ActorDirectory(platform.hosts)
+    directory = remote_directory(config.namespace, config.nodes)
     await directory.call("match", str(pair_id(a.id, b.id)), "swipe", str(b.id), str(a.id),
                          "like")
     swipe_id = str(uuid.uuid4())
@@ -124,7 +124,7 @@ async def test_swipe_body_is_validated(http, db, config):
 
 async def test_like_limit_is_429_with_retry_after(platform, db, config, aiohttp_client):
     limited = create_app(config.with_(limit_likes_per_day=3),
-                         directory=ActorDirectory(platform.hosts))
+                         directory=remote_directory(config.namespace, config.nodes))
     client = await aiohttp_client(limited)
     me = await make_user(db, config)
     targets = [await make_user(db, config) for _ in range(5)]

@@ -20,12 +20,12 @@ from aiohttp.test_utils import TestClient
 
 from tests.factories import make_user
 from tests.waiting import eventually
-from unimatch.config import Config
+from unimatch.http.notifications import notify
+from unimatch.domain.config import Config
 from unimatch.http.app import create_app
-from unimatch.notify import notify
 from unimatch.scheduler import webhooks as webhook_jobs
 from unimatch.scheduler.handlers import JobContext, PermanentJobError
-from unimatch.scheduler.queue import Backoff, Job
+from unimatch.storage.jobs import Backoff, Job
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage import webhooks as webhook_store
 from unimatch.storage.notifications import add_notification

@@ -10,14 +10,14 @@ import pytest
 from tests.chat_clients import ChatClient, make_match
 from tests.factories import make_user
 from tests.waiting import eventually
-from unimatch.actors.directory import ActorDirectory
+from unimatch.actors.links import remote_directory
 from unimatch.http.app import create_app
 from unimatch.ws.hub import HUB
 
 
 @pytest.fixture
 async def directory(platform, config):
-    return ActorDirectory.lookup(config.namespace, config.shard_hosts)
+    return remote_directory(config.namespace, config.nodes)
 
 
 @pytest.fixture
@@ -71,7 +71,9 @@ async def test_scoped_socket_for_a_match_of_others_closes_4003(platform, db, con
     await scoped.send_message(match_id, "scoped hello")
     message = await cb.wait_for(lambda f: f["type"] == "message")
     assert message["body"] == "scoped hello"
-    await scoped.wait_for(lambda f: f["type"] == "message")
+    # The sending socket gets the ack, not a `message` of its own send.
+    ack = await scoped.wait_for(lambda f: f["type"] == "ack")
+    assert ack["seq"] == message["seq"] and not scoped.of_type("message")
     _, _, elsewhere = await make_match(db, config)
     await scoped.send_message(elsewhere, "wrong match", "w1")
     error = await scoped.wait_for(lambda f: f["type"] == "error")
@@ -153,8 +155,7 @@ async def test_send_rate_limit_errors_then_closes_4008(platform, db, config):
 async def test_silent_socket_is_closed_and_forgotten(aiohttp_client, config, db, directory):
     """A client that answers no ping is dropped after the heartbeat, and its
     user's actor forgets the socket."""
-    app = create_app(config.with_(ws_heartbeat=0.3), directory=directory,
-                     gateway_id="gateway-heartbeat-test")
+    app = create_app(config.with_(ws_heartbeat=0.3), directory=directory)
     server = await aiohttp_client(app)
     user = await make_user(db, config)
     session = aiohttp.ClientSession()

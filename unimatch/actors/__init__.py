@@ -1,10 +1,10 @@
 """The virtual-actor runtime, Orleans-grain style, on Ray.
 
-A virtual actor (`base.VirtualActor`) is a small object with a serial mailbox,
-activated on first use inside one of a fixed set of shard-host Ray actors
-(`host.ShardHost`), chosen by rendezvous hashing of its kind and id
-(`routing.pick_host`), and passivated when idle. Callers reach any virtual
-actor through an `directory.ActorDirectory`, which batches the calls bound for
-one host within an event-loop tick into one Ray call (`batching.TickBatcher`)
-and retries them while a host is being restarted by Ray.
+A virtual actor (`base.VirtualActor`) is a small object with a serial,
+bounded mailbox, activated on first use in the node chosen by rendezvous
+hashing of its kind and id (`routing.pick_host`), and passivated when idle
+(`host.ActorHost`). Callers reach any virtual actor through one
+`directory.ActorDirectory`, whose link per node (`links`) is in-process for
+the caller's own node and a tick-batched Ray call for another. Actors reach
+sockets through the `ports.SocketPort` the node gives them.
 """

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import unicodedata
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,19 +26,17 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from unimatch.actors.base import Services
+from unimatch.actors.base import ActorContext, Services
 from unimatch.actors.batching import TickBatcher
-from unimatch.actors.push import pusher_of
-from unimatch.errors import Forbidden, NotFound, Unavailable, ValidationFailed
-from unimatch.metrics import CHAT_COMMIT_BATCH, MESSAGES
+from unimatch.domain.errors import Forbidden, NotFound, Unavailable, ValidationFailed
+from unimatch.domain.metrics import CHAT_COMMIT_BATCH, MESSAGES
 from unimatch.storage import messages as sql
-from unimatch.storage.cache import match_list_key, notifications_key
+from unimatch.storage.cache import Cache, match_list_key, notifications_key
 from unimatch.storage.notifications import add_notification
+from unimatch.storage.pg import Database
 
 log = logging.getLogger("unimatch.chat")
 
-MAX_BODY = 2000
-MAX_CLIENT_MSG_ID = 100
 # Concurrent group commits per host: more overlap commit latency, fewer merge
 # more messages per transaction. Two keep the ack's wait near one commit while
 # each round trip carries what collected meanwhile; eight made a loaded host
@@ -51,33 +48,6 @@ COMMITS_IN_FLIGHT = 2
 RECENT_ACKS = 64
 # One "new message" notification per match and recipient per quiet period.
 NOTIFY_QUIET_SECONDS = 600
-COMMITTER = "chat_committer"
-_ALLOWED_CONTROLS = {"\n", "\t"}
-
-
-def clean_body(body: Any) -> str:
-    """The body as stored: trimmed, 1-2,000 characters, no control
-    characters but newline and tab. Raises `ValidationFailed`."""
-    if not isinstance(body, str):
-        raise ValidationFailed({"body": ["must be a string"]})
-    body = body.strip()
-    if not body:
-        raise ValidationFailed({"body": ["may not be empty"]})
-    if len(body) > MAX_BODY:
-        raise ValidationFailed({"body": [f"at most {MAX_BODY} characters"]})
-    if not body.isprintable():
-        for ch in body:
-            if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
-                raise ValidationFailed({"body": ["control characters are not allowed"]})
-    return body
-
-
-def check_client_msg_id(client_msg_id: Any) -> str:
-    if not isinstance(client_msg_id, str) or not 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID:
-        raise ValidationFailed(
-            {"client_msg_id": [f"must be a string of 1 to {MAX_CLIENT_MSG_ID} characters"]}
-        )
-    return client_msg_id
 
 
 @dataclass(frozen=True)
@@ -106,9 +76,9 @@ class CommitOutcome:
 class MessageCommitter:
     """Group commit of chat messages for one shard host."""
 
-    def __init__(self, services: Services, *, in_flight: int = COMMITS_IN_FLIGHT) -> None:
-        self.db = services.db
-        self.cache = services.cache
+    def __init__(self, db: Database, cache: Cache, *, in_flight: int = COMMITS_IN_FLIGHT) -> None:
+        self.db = db
+        self.cache = cache
         self._batcher = TickBatcher[PendingMessage, CommitOutcome](
             self._commit_batch, max_in_flight=in_flight
         )
@@ -194,152 +164,76 @@ class MessageCommitter:
             task.add_done_callback(self._tasks.discard)
 
 
-def committer_of(services: Services) -> MessageCommitter:
-    """The host's committer (`services` is shared by every actor of a host)."""
-    committer = services.extras.get(COMMITTER)
-    if committer is None:
-        committer = services.extras[COMMITTER] = MessageCommitter(services)
-    return committer
+class Courier:
+    """Carries one match's frames to its members' actors, in order.
 
+    One courier per match sends its queue one batch at a time, everything
+    that collected meanwhile in one push per user: calls may otherwise
+    overtake each other, and both users must see one order. It runs beside
+    the match's mailbox (`ActorContext.spawn`) and touches no actor state,
+    only its own queue."""
 
-class ChatLog:
-    """The chat state of one match, owned by its `MatchActor`.
-
-    Not thread-safe and not reentrant: the owning actor's mailbox calls one
-    method at a time, which is what makes seq assignment race-free."""
-
-    def __init__(self, match_id: str, services: Services) -> None:
-        self.match_id = uuid.UUID(match_id)
+    def __init__(self, match_id: uuid.UUID, services: Services, context: ActorContext) -> None:
+        self.match_id = match_id
         self.services = services
-        self.members: tuple[uuid.UUID, uuid.UUID] | None = None
-        self.active = False
-        self.last_seq = 0
-        self._loaded = False
-        # (sender, client_msg_id) -> (seq, message_id, created_at)
-        self._recent: OrderedDict[tuple[str, str], tuple[int, str, str]] = OrderedDict()
-        self._outbox: list[
-            tuple[tuple[uuid.UUID, ...], dict[str, Any], uuid.UUID | None]
-        ] = []
-        self._courier: asyncio.Task[None] | None = None
+        self.context = context
+        # (users, frame, connection to skip, user to notify when offline)
+        self._queue: list[tuple[tuple[uuid.UUID, ...], dict[str, Any], str | None,
+                                uuid.UUID | None]] = []
+        self._running = False
 
-    # -- state ---------------------------------------------------------------
-
-    async def load(self) -> None:
-        row = await self.services.db.fetchrow(sql.LOAD_CHAT, self.match_id)
-        if row is None:
-            self.members, self.active, self.last_seq = None, False, 0
-        else:
-            self.members = (row["user_a"], row["user_b"])
-            self.active = row["active"]
-            self.last_seq = row["last_seq"]
-        self._loaded = True
-
-    async def _member(self, user_id: uuid.UUID, *, open_only: bool) -> uuid.UUID:
-        """The other member; reloads when the cached state says no, since the
-        match may have been created (or the state lost) since."""
-        if not self._loaded or self.members is None or (open_only and not self.active):
-            await self.load()
-        if self.members is None or user_id not in self.members:
-            raise NotFound("no such match", code="not_found")
-        if open_only and not self.active:
-            raise Forbidden("this match has ended", code="match_ended")
-        a, b = self.members
-        return b if user_id == a else a
-
-    # -- send ----------------------------------------------------------------
-
-    async def send(self, sender_id: uuid.UUID, client_msg_id: str, body: str) -> dict[str, Any]:
-        """Store a message and return its ack once committed; then deliver it
-        to every socket of both members. Idempotent per (sender,
-        client_msg_id): a resend returns the original ack, never a new row."""
-        client_msg_id = check_client_msg_id(client_msg_id)
-        body = clean_body(body)
-        key = (str(sender_id), client_msg_id)
-        recent = self._recent.get(key)
-        if recent is not None:
-            return self._ack(client_msg_id, *recent)
-        recipient = await self._member(sender_id, open_only=True)
-        pending = PendingMessage(
-            self.match_id, self.last_seq + 1, sender_id, body, client_msg_id, recipient
-        )
-        try:
-            outcome = await committer_of(self.services).commit(pending)
-        except Exception as exc:
-            # Maybe committed, maybe not: learn the truth before the next seq.
-            self._loaded = False
-            log.warning("commit failed for match %s: %r", self.match_id, exc)
-            raise Unavailable(
-                "message not stored; send it again", code="service_unavailable"
-            ) from exc
-        if outcome.row is None:
-            self.active = False
-            raise Forbidden("this match has ended", code="match_ended")
-        row = outcome.row
-        if outcome.inserted:
-            self.last_seq = pending.seq
-        stored = (row["seq"], str(row["id"]), row["created_at"].isoformat())
-        self._remember(key, stored)
-        ack = self._ack(client_msg_id, *stored)
-        # A resend found in the database (not in memory) may be one whose
-        # delivery died with a host: deliver it again (clients dedupe by seq).
-        self._post((sender_id, recipient), sql.message_frame(row), notify_if_offline=recipient)
-        return ack
-
-    def _ack(
-        self, client_msg_id: str, seq: int, message_id: str, created_at: str
-    ) -> dict[str, Any]:
-        return {
-            "type": "ack",
-            "client_msg_id": client_msg_id,
-            "match_id": str(self.match_id),
-            "seq": seq,
-            "message_id": message_id,
-            "created_at": created_at,
-        }
-
-    def _remember(self, key: tuple[str, str], stored: tuple[int, str, str]) -> None:
-        self._recent[key] = stored
-        if len(self._recent) > RECENT_ACKS:
-            self._recent.popitem(last=False)
-
-    # -- delivery ------------------------------------------------------------
-
-    def _post(
+    def post(
         self,
         users: tuple[uuid.UUID, ...],
         frame: dict[str, Any],
+        *,
+        skip: str | None = None,
         notify_if_offline: uuid.UUID | None = None,
     ) -> None:
-        """Queue a frame for `users`. One courier per match sends the queue
-        in order, everything that collected meanwhile in one push per user:
-        remote calls to an async actor may run out of order, so the next push
-        leaves only when the previous one has been handled."""
-        self._outbox.append((users, frame, notify_if_offline))
-        if self._courier is None or self._courier.done():
-            self._courier = asyncio.get_running_loop().create_task(self._carry())
+        self._queue.append((users, frame, skip, notify_if_offline))
+        if not self._running:
+            self._running = True
+            self.context.spawn(self._carry())
 
     async def _carry(self) -> None:
-        pusher = pusher_of(self.services)
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            per_user: dict[str, list[dict[str, Any]]] = {}
-            for users, frame, _ in batch:
-                for user in users:
-                    per_user.setdefault(str(user), []).append(frame)
-            try:
-                reached = await pusher.push_to_users(per_user)
-            except Exception as exc:
-                # The recipients' cursors fill the gap (sync, history).
-                log.warning("push for match %s failed: %r", self.match_id, exc)
-                continue
-            notified: set[uuid.UUID] = set()
-            for _, frame, offline in batch:
-                if offline is not None and offline not in notified and not reached[str(offline)]:
-                    notified.add(offline)
-                    try:
-                        await self._notify_offline(offline, frame)
-                    except Exception as exc:
-                        log.warning("notification for %s failed: %r", offline, exc)
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._deliver(batch)
+        finally:
+            self._running = False
+
+    async def _deliver(self, batch: list[Any]) -> None:
+        # Per user, the frames in order, and the socket that must not get them
+        # (the sender's own, which got the ack); a skip applies to its frame
+        # only, so frames with different skips go in separate pushes.
+        pushes: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+        for users, frame, skip, _ in batch:
+            for user in users:
+                pushes.setdefault((str(user), skip), []).append(frame)
+        actors = self.services.actors
+        keys = list(pushes)
+        results = await asyncio.gather(
+            *(actors.call("user", user, "push", pushes[(user, skip)], skip)
+              for user, skip in keys),
+            return_exceptions=True,
+        )
+        reached: dict[str, bool] = {}
+        for (user, _), result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException):
+                # The recipient's cursor fills the gap (sync, history).
+                log.warning("push for match %s to %s failed: %r", self.match_id, user, result)
+                reached[user] = True  # unknown: do not notify on a guess
+            else:
+                reached[user] = reached.get(user, False) or result > 0
+        notified: set[uuid.UUID] = set()
+        for _, frame, _, offline in batch:
+            if offline is not None and offline not in notified and not reached.get(str(offline)):
+                notified.add(offline)
+                try:
+                    await self._notify_offline(offline, frame)
+                except Exception as exc:
+                    log.warning("notification for %s failed: %r", offline, exc)
 
     async def _notify_offline(self, user_id: uuid.UUID, frame: dict[str, Any]) -> None:
         """One notification per match per quiet period for a user with no
@@ -363,17 +257,132 @@ class ChatLog:
             await add_notification(conn, user_id, "message", payload)
         await cache.delete(notifications_key(user_id))
 
+
+class ChatLog:
+    """The chat state of one match, owned by its `MatchActor`.
+
+    Not thread-safe and not reentrant: the owning actor's mailbox calls one
+    method at a time, which is what makes seq assignment race-free."""
+
+    def __init__(self, match_id: str, services: Services, context: ActorContext) -> None:
+        self.match_id = uuid.UUID(match_id)
+        self.services = services
+        self.members: tuple[uuid.UUID, uuid.UUID] | None = None
+        self.active = False
+        self.last_seq = 0
+        self._loaded = False
+        # (sender, client_msg_id) -> (seq, message_id, created_at)
+        self._recent: OrderedDict[tuple[str, str], tuple[int, str, str]] = OrderedDict()
+        self.courier = Courier(self.match_id, services, context)
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        """False once loading found no such match."""
+        return not self._loaded or self.members is not None
+
+    async def load(self) -> None:
+        row = await self.services.db.fetchrow(sql.LOAD_CHAT, self.match_id)
+        if row is None:
+            self.members, self.active, self.last_seq = None, False, 0
+        else:
+            self.members = (row["user_a"], row["user_b"])
+            self.active = row["active"]
+            self.last_seq = row["last_seq"]
+        self._loaded = True
+
+    def end(self) -> None:
+        """The match ended (unmatch, block, moderation): the chat is closed,
+        and what it remembered goes with it."""
+        self.active = False
+        self._recent.clear()
+
+    async def _member(self, user_id: uuid.UUID) -> uuid.UUID:
+        """The other member of an open match; reloads when the cached state
+        says no, since the match may have been created since."""
+        if not self._loaded or self.members is None or not self.active:
+            await self.load()
+        if self.members is None or user_id not in self.members:
+            raise NotFound("no such match", code="not_found")
+        if not self.active:
+            raise Forbidden("this match has ended", code="match_ended")
+        a, b = self.members
+        return b if user_id == a else a
+
+    # -- send ----------------------------------------------------------------
+
+    async def send(
+        self, sender_id: uuid.UUID, client_msg_id: str, body: str, origin: str | None = None
+    ) -> dict[str, Any]:
+        """Store a message and return its ack once committed; then deliver it
+        as `message` to every socket of both members but `origin` (the
+        connection that sent it, which gets the ack). Idempotent per (sender,
+        client_msg_id): a resend returns the original ack, never a new row.
+        The body and client_msg_id were checked at the edge
+        (unimatch.domain.messages)."""
+        key = (str(sender_id), client_msg_id)
+        recent = self._recent.get(key)
+        if recent is not None:
+            return self._ack(client_msg_id, *recent)
+        recipient = await self._member(sender_id)
+        pending = PendingMessage(
+            self.match_id, self.last_seq + 1, sender_id, body, client_msg_id, recipient
+        )
+        try:
+            outcome = await self.services.committer.commit(pending)
+        except Exception as exc:
+            # Maybe committed, maybe not: learn the truth before the next seq.
+            self._loaded = False
+            log.warning("commit failed for match %s: %r", self.match_id, exc)
+            raise Unavailable(
+                "message not stored; send it again", code="service_unavailable"
+            ) from exc
+        if outcome.row is None:
+            self.end()
+            raise Forbidden("this match has ended", code="match_ended")
+        row = outcome.row
+        if outcome.inserted:
+            self.last_seq = pending.seq
+        stored = (row["seq"], str(row["id"]), row["created_at"].isoformat())
+        self._remember(key, stored)
+        ack = self._ack(client_msg_id, *stored)
+        # A resend found in the database (not in memory) may be one whose
+        # delivery died with a node: deliver it again (sockets drop a seq
+        # they already have).
+        self.courier.post((sender_id, recipient), sql.message_frame(row), skip=origin,
+                          notify_if_offline=recipient)
+        return ack
+
+    def _ack(
+        self, client_msg_id: str, seq: int, message_id: str, created_at: str
+    ) -> dict[str, Any]:
+        return {
+            "type": "ack",
+            "client_msg_id": client_msg_id,
+            "match_id": str(self.match_id),
+            "seq": seq,
+            "message_id": message_id,
+            "created_at": created_at,
+        }
+
+    def _remember(self, key: tuple[str, str], stored: tuple[int, str, str]) -> None:
+        self._recent[key] = stored
+        if len(self._recent) > RECENT_ACKS:
+            self._recent.popitem(last=False)
+
     # -- receipts and typing -------------------------------------------------
 
     async def mark(self, user_id: uuid.UUID, seq: int, status: str) -> int:
         """Mark the other member's messages up to `seq` delivered or read and
         send a `receipt` to both members when anything changed. Returns the
-        seq marked (clamped to the last message). Idempotent."""
+        seq marked (clamped to the last message). Idempotent. Refused once
+        the match has ended."""
         if status not in ("delivered", "read"):
             raise ValidationFailed({"status": ["must be delivered or read"]})
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise ValidationFailed({"seq": ["must be a non-negative integer"]})
-        other = await self._member(user_id, open_only=False)
+        other = await self._member(user_id)
         if seq > self.last_seq:
             self.last_seq = await self.services.db.fetchval(sql.LAST_SEQ, self.match_id)
         seq = min(seq, self.last_seq)
@@ -390,21 +399,16 @@ class ChatLog:
             "status": status,
             "user_id": str(user_id),
         }
-        self._post((other, user_id), frame)
+        self.courier.post((other, user_id), frame)
         return seq
 
     async def typing(self, user_id: uuid.UUID, state: bool) -> None:
         """Relay a typing indicator to the other member; nothing is stored."""
-        other = await self._member(user_id, open_only=True)
+        other = await self._member(user_id)
         frame = {
             "type": "typing",
             "match_id": str(self.match_id),
             "user_id": str(user_id),
             "state": bool(state),
         }
-        self._post((other,), frame)
-
-    async def drain(self) -> None:
-        """Wait for deliveries still running (on passivation)."""
-        if self._courier is not None and not self._courier.done():
-            await asyncio.wait([self._courier], timeout=5.0)
+        self.courier.post((other,), frame)

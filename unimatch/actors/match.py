@@ -25,11 +25,11 @@ import logging
 import uuid
 from typing import Any
 
-from unimatch.actors.base import Services, VirtualActor
+from unimatch.actors.base import ActorContext, Services, VirtualActor
 from unimatch.actors.chat import ChatLog
-from unimatch.errors import Conflict, NotFound, RateLimited, ValidationFailed
-from unimatch.metrics import MATCHES, SWIPES
-from unimatch.pairs import ordered, pair_id
+from unimatch.domain.errors import Conflict, NotFound, RateLimited, ValidationFailed
+from unimatch.domain.metrics import MATCHES, SWIPES
+from unimatch.domain.pairs import ordered, pair_id
 from unimatch.storage import blocks as block_sql
 from unimatch.storage import matches as match_sql
 from unimatch.storage import swipes as swipe_sql
@@ -50,15 +50,14 @@ __all__ = ["MatchActor", "pair_id"]
 class MatchActor(VirtualActor):
     kind = "match"
 
-    def __init__(self, actor_id: str, services: Services) -> None:
-        super().__init__(actor_id, services)
+    def __init__(self, actor_id: str, services: Services, context: ActorContext) -> None:
+        super().__init__(actor_id, services, context)
         self.match_id = uuid.UUID(actor_id)
         # The pair's `matches` row as a dict, or None before a match. Read
         # on first need, not on activation: most pairs only ever swipe, and
         # a swipe learns what it needs inside its own transaction.
         self.match: dict[str, Any] | None = None
         self._match_loaded = False
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def _load_match(self) -> None:
         if not self._match_loaded or self.match is None:
@@ -66,9 +65,12 @@ class MatchActor(VirtualActor):
             self.match = dict(row) if row is not None else None
             self._match_loaded = True
 
-    async def on_passivate(self) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5.0)
+    @property
+    def exists(self) -> bool:
+        """A chat call for an id that names no match keeps nothing; a pair
+        that only swipes is kept (it is the pair's writer)."""
+        chat: ChatLog | None = getattr(self, "_chat", None)
+        return chat is None or chat.exists
 
     # -- swipes and the match ------------------------------------------------
 
@@ -168,7 +170,7 @@ class MatchActor(VirtualActor):
 
     async def _push(self, user_id: uuid.UUID, frames: list[dict[str, Any]]) -> int:
         try:
-            return await self.services.directory.call("user", str(user_id), "push", frames)
+            return await self.services.actors.call("user", str(user_id), "push", frames)
         except Exception as exc:  # a push is best effort; the state is committed
             log.warning("push to user %s failed: %r", user_id, exc)
             return 0
@@ -209,6 +211,9 @@ class MatchActor(VirtualActor):
             assert row is not None
             self.match = dict(row)
             log.info("match %s ended (%s) by %s", self.match_id, reason, by_user)
+        chat: ChatLog | None = getattr(self, "_chat", None)
+        if chat is not None:
+            chat.end()
         await self._announce_end()
         return {"ended": True, "match_id": str(self.match_id)}
 
@@ -246,16 +251,18 @@ class MatchActor(VirtualActor):
         """Created on the first chat call, so swipes never load chat state."""
         chat: ChatLog | None = getattr(self, "_chat", None)
         if chat is None:
-            chat = self._chat = ChatLog(self.actor_id, self.services)
+            chat = self._chat = ChatLog(self.actor_id, self.services, self.context)
         return chat
 
     async def send_message(
-        self, sender_id: str | uuid.UUID, client_msg_id: str, body: str
+        self, sender_id: str | uuid.UUID, client_msg_id: str, body: str,
+        origin: str | None = None,
     ) -> dict[str, Any]:
         """Store a chat message and return its `ack` frame once committed;
-        then deliver it to both users. Idempotent per (sender,
-        client_msg_id). See `ChatLog.send`."""
-        return await self.chat.send(uuid.UUID(str(sender_id)), client_msg_id, body)
+        then deliver it to both users' sockets but `origin` (the sending
+        connection). Idempotent per (sender, client_msg_id). See
+        `ChatLog.send`."""
+        return await self.chat.send(uuid.UUID(str(sender_id)), client_msg_id, body, origin)
 
     async def mark_messages(self, user_id: str | uuid.UUID, seq: int, status: str) -> int:
         """`delivered` / `read` receipts up to `seq`. See `ChatLog.mark`."""

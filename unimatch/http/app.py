@@ -9,13 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from unimatch.config import Config
-from unimatch.http.keys import CACHE, CONFIG, DB, DIRECTORY, GATEWAY_ID, LIMITER
+from unimatch.actors.directory import ActorDirectory
+from unimatch.domain.config import Config
+from unimatch.http.keys import CACHE, CONFIG, DB, DIRECTORY, LIMITER, NODE_INDEX
 from unimatch.http.middleware import setup_middlewares
 from unimatch.http.routes import setup_routes
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
+from unimatch.ws.hub import HUB, SocketHub
 
 log = logging.getLogger("unimatch.http")
 
@@ -53,17 +55,20 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(
     config: Config,
     *,
-    directory: Any = None,
-    gateway_id: str = "local",
+    directory: ActorDirectory | None = None,
+    hub: SocketHub | None = None,
+    node_index: int = 0,
     extra_contexts: tuple[Any, ...] = (),
 ) -> web.Application:
     """The whole HTTP + WebSocket surface. `directory` is the actor system's
-    client (None for shell-only tests); `gateway_id` names the gateway actor
-    this app runs in, so actors can push back to its sockets."""
+    client (None for shell-only tests); `hub` holds this node's sockets (the
+    node pushes to it); `node_index` is the node the app serves in, so actors
+    know where a socket lives."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
     app[DIRECTORY] = directory
-    app[GATEWAY_ID] = gateway_id
+    app[NODE_INDEX] = node_index
+    app[HUB] = hub if hub is not None else SocketHub(node_index, config)
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.extend(extra_contexts)

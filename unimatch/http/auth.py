@@ -19,11 +19,16 @@ import re
 
 from aiohttp import web
 
-from unimatch.config import Config
-from unimatch.errors import Forbidden, RateLimited, Unauthorized
+from unimatch.domain.config import Config
+from unimatch.domain.errors import Forbidden, RateLimited, Unauthorized
+from unimatch.domain.passwords import (
+    hash_password,
+    password_problems,
+    spend_verification,
+    verify_password,
+)
 from unimatch.http.keys import CONFIG, DB, LIMITER
 from unimatch.http.validation import Fields, json_response, read_json
-from unimatch.passwords import hash_password, password_problems, spend_verification, verify_password
 from unimatch.storage import accounts
 from unimatch.storage.ratelimit import Limit
 

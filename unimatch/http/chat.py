@@ -11,7 +11,8 @@ import uuid
 
 from aiohttp import web
 
-from unimatch.errors import NotFound
+from unimatch.domain.errors import NotFound
+from unimatch.domain.messages import clean_body
 from unimatch.http.keys import CONFIG, DB, LIMITER, directory_of
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
 from unimatch.http.validation import Fields, json_response, path_uuid, read_json
@@ -58,8 +59,10 @@ async def post_message(request: web.Request) -> web.Response:
     repeated client_msg_id answers the original message."""
     fields = Fields(await read_json(request))
     client_msg_id = fields.string("client_msg_id", min_len=1, max_len=100, strip=False)
-    body = fields.string("body", strip=False)
+    raw_body = fields.string("body", strip=False)
     fields.check()
+    # Checked here, at the edge, once: the match's actor trusts it.
+    body = clean_body(raw_body)
     match_id, me = await _member_match(request)
     config = request.app[CONFIG]
     limit = Limit(config.limit_chat_burst, config.limit_chat_burst / config.limit_chat_per_second)

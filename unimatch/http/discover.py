@@ -11,7 +11,8 @@ import uuid
 
 from aiohttp import web
 
-from unimatch.errors import NotFound, ValidationFailed
+from unimatch.domain.errors import NotFound, ValidationFailed
+from unimatch.domain.pairs import pair_id
 from unimatch.http.keys import CACHE, CONFIG, DB, directory_of
 from unimatch.http.permissions import (
     IsProfileComplete,
@@ -21,7 +22,6 @@ from unimatch.http.permissions import (
     token_user,
 )
 from unimatch.http.validation import Fields, json_response, path_uuid, read_json
-from unimatch.pairs import pair_id
 from unimatch.storage import blocks as block_sql
 from unimatch.storage import matches as match_sql
 from unimatch.storage.cache import MATCH_LIST_TTL, match_list_key

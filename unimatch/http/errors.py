@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from unimatch.errors import (
+from unimatch.domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
@@ -25,8 +25,8 @@ from unimatch.errors import (
     UnsupportedMedia,
     ValidationFailed,
 )
+from unimatch.domain.metrics import DB_UNAVAILABLE
 from unimatch.http.keys import REQUEST_ID
-from unimatch.metrics import DB_UNAVAILABLE
 
 log = logging.getLogger("unimatch.http")
 

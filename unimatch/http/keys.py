@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from unimatch.actors.directory import ActorDirectory
-from unimatch.config import Config
+from unimatch.domain.config import Config
+from unimatch.domain.errors import Unavailable
 from unimatch.storage.cache import Cache
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
@@ -16,7 +17,8 @@ CACHE = web.AppKey("cache", Cache)
 LIMITER = web.AppKey("limiter", RateLimiter)
 # None when the app runs without the actor system (in-process shell tests).
 DIRECTORY: web.AppKey[ActorDirectory | None] = web.AppKey("directory")
-GATEWAY_ID = web.AppKey("gateway_id", str)
+# The index of the node this app serves in (its sockets are pushed to by it).
+NODE_INDEX = web.AppKey("node_index", int)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 
@@ -24,7 +26,5 @@ REQUEST_ID = web.RequestKey("request_id", str)
 def directory_of(app: web.Application) -> ActorDirectory:
     directory = app[DIRECTORY]
     if directory is None:
-        from unimatch.errors import Unavailable
-
         raise Unavailable("actor system not attached", code="actor_system_unavailable")
     return directory

@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from unimatch.domain.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from unimatch.http.errors import error_middleware
 from unimatch.http.keys import REQUEST_ID
-from unimatch.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")

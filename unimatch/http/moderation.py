@@ -17,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from unimatch.errors import NotFound, ValidationFailed
+from unimatch.actors.notify import clear_notifications_cache, publish_notification, push_to_user
+from unimatch.domain.errors import NotFound, ValidationFailed
+from unimatch.domain.metrics import MODERATION_ACTIONS, REPORTS_FILED
 from unimatch.http.keys import CACHE, DB, DIRECTORY, LIMITER
 from unimatch.http.permissions import IsModerator, IsVerified, principal_of, requires
 from unimatch.http.validation import Fields, json_response, path_uuid, read_json
-from unimatch.metrics import MODERATION_ACTIONS, REPORTS_FILED
-from unimatch.notify import clear_notifications_cache, publish_notification, push_to_user
 from unimatch.storage import moderation as store
 from unimatch.storage.cache import feed_key, match_list_key, profile_key
 from unimatch.storage.ratelimit import Limit
@@ -185,7 +185,9 @@ async def resolve_report(request: web.Request) -> web.Response:
     for user_id, notification in resolution.notifications:
         if user_id == reported_id and resolution.suspended is not None:
             continue  # their sockets are closed; the row waits for them
-        await publish_notification(request.app, user_id, notification)
+        await publish_notification(
+            request.app[CACHE], request.app[DIRECTORY], user_id, notification
+        )
     return json_response({
         "report": resolution.report,
         "resolved_report_ids": [str(i) for i in resolution.resolved_report_ids],

@@ -8,19 +8,35 @@ every variant at once. Later pages (`before=`) always come from PostgreSQL.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from aiohttp import web
 
-from unimatch.errors import ValidationFailed
-from unimatch.http.keys import CACHE, DB
+from unimatch.actors import notify as notices
+from unimatch.actors.notify import clear_notifications_cache
+from unimatch.domain.errors import ValidationFailed
+from unimatch.http.keys import CACHE, DB, DIRECTORY
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
 from unimatch.http.validation import Fields, json_response, parse_uuid, read_json
-from unimatch.notify import clear_notifications_cache, notify, publish_notification
 from unimatch.storage import notifications as store
 from unimatch.storage.cache import NOTIFICATIONS_TTL, notifications_key
 
 __all__ = ["notify", "publish_notification", "routes"]
+
+
+async def notify(
+    app: web.Application, user_id: uuid.UUID, kind: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """`actors.notify.notify` with the app's collaborators."""
+    return await notices.notify(app[DB], app[CACHE], app[DIRECTORY], user_id, kind, payload)
+
+
+async def publish_notification(
+    app: web.Application, user_id: uuid.UUID | str, notification: dict[str, Any]
+) -> None:
+    """`actors.notify.publish_notification` with the app's collaborators."""
+    await notices.publish_notification(app[CACHE], app[DIRECTORY], user_id, notification)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

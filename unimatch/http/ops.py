@@ -7,10 +7,10 @@ import logging
 
 from aiohttp import web
 
+from unimatch.domain.metrics import render
 from unimatch.http.errors import error_response
 from unimatch.http.keys import CACHE, DB, DIRECTORY
 from unimatch.http.validation import json_response
-from unimatch.metrics import render
 
 log = logging.getLogger("unimatch.ops")
 CHECK_TIMEOUT = 2.0

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from unimatch import tokens
-from unimatch.errors import Forbidden, Unauthorized
+from unimatch.domain import tokens
+from unimatch.domain.errors import Forbidden, Unauthorized
 from unimatch.http.keys import CONFIG, DB
 from unimatch.storage.users import Principal, load_principal
 

@@ -3,7 +3,7 @@ themselves at `/media/{name}` (no API prefix).
 
 An upload is read as a stream and refused with 413 as soon as it passes
 `max_photo_bytes`; then it is decoded and re-encoded in a worker thread
-(see `unimatch.media`), so the event loop never waits on Pillow.
+(see `unimatch.domain.media`), so the event loop never waits on Pillow.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import asyncio
 
 from aiohttp import web
 
-from unimatch import media
-from unimatch.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
+from unimatch.domain import media
+from unimatch.domain.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
 from unimatch.http.keys import CACHE, CONFIG, DB
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
 from unimatch.http.profile import forget_profile

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from unimatch.errors import NotFound
+from unimatch.domain.errors import NotFound
 from unimatch.http.keys import CACHE, DB
 from unimatch.http.permissions import IsAuthenticated, IsVerified, principal_of, requires
 from unimatch.http.validation import Fields, json_response, parse_uuid, path_uuid, read_json

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from unimatch.errors import ValidationFailed
+from unimatch.domain.errors import ValidationFailed
 
 T = TypeVar("T")
 _MISSING = object()
@@ -224,7 +224,7 @@ def parse_uuid(value: Any) -> uuid.UUID:
 
 def path_uuid(request: web.Request, name: str) -> uuid.UUID:
     """A UUID from the URL; a malformed one is simply not found."""
-    from unimatch.errors import NotFound
+    from unimatch.domain.errors import NotFound
 
     try:
         return uuid.UUID(request.match_info[name])

@@ -12,7 +12,7 @@ import secrets
 
 from aiohttp import web
 
-from unimatch.errors import Conflict, NotFound
+from unimatch.domain.errors import Conflict, NotFound
 from unimatch.http.keys import CONFIG, DB
 from unimatch.http.permissions import IsVerified, principal_of, requires
 from unimatch.http.validation import Fields, json_response, path_uuid, read_json

@@ -18,14 +18,14 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from unimatch.config import Config
-from unimatch.scheduler import queue
+from unimatch.domain.config import Config
 from unimatch.scheduler.handlers import HANDLERS
 from unimatch.scheduler.mail import Mailer
 from unimatch.scheduler.periodic import PeriodicEnqueuer
-from unimatch.scheduler.queue import Backoff
 from unimatch.scheduler.worker import JobRunner
+from unimatch.storage import jobs as queue
 from unimatch.storage.cache import Cache, connect_redis
+from unimatch.storage.jobs import Backoff
 from unimatch.storage.pg import Database
 
 log = logging.getLogger("unimatch.scheduler")

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from unimatch.config import Config
-from unimatch.scheduler.queue import Job
+from unimatch.domain.config import Config
+from unimatch.storage.jobs import Job
 from unimatch.storage.pg import Database
 
 T = TypeVar("T")

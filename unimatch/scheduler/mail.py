@@ -19,18 +19,15 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import aiosmtplib
-import asyncpg
 
-from unimatch.config import Config
+from unimatch.domain.config import Config
 from unimatch.scheduler.handlers import JobContext, PermanentJobError, register
-from unimatch.scheduler.queue import enqueue
+from unimatch.storage.jobs import SEND_EMAIL
 
 log = logging.getLogger("unimatch.mail")
 
-SEND_EMAIL = "send_email"
 
 _TLS_MODES = {"false", "starttls", "tls"}
 
@@ -102,14 +99,6 @@ class Mailer:
         partial.write_bytes(message.as_bytes())
         partial.replace(path)
         return path
-
-
-async def enqueue_email(
-    conn: asyncpg.Connection, to: str, subject: str, text: str, **options: Any
-) -> UUID | None:
-    """Enqueue a `send_email` job on `conn` (inside the caller's transaction).
-    `options` are `queue.enqueue`'s keywords (priority, run_at, dedupe_key...)."""
-    return await enqueue(conn, SEND_EMAIL, {"to": to, "subject": subject, "text": text}, **options)
 
 
 @register(SEND_EMAIL)

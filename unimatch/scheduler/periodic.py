@@ -28,7 +28,7 @@ from uuid import UUID
 import orjson
 
 from unimatch.scheduler.handlers import HANDLERS, Handler, JobContext, register
-from unimatch.scheduler.queue import enqueue_once
+from unimatch.storage.jobs import enqueue_once
 from unimatch.storage.pg import Database
 
 log = logging.getLogger("unimatch.periodic")

@@ -39,7 +39,7 @@ import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from unimatch.metrics import WEBHOOK_ATTEMPTS
+from unimatch.domain.metrics import WEBHOOK_ATTEMPTS
 from unimatch.scheduler.handlers import JobContext, PermanentJobError, register
 from unimatch.storage import webhooks as store
 from unimatch.storage.notifications import DELIVER_WEBHOOK

@@ -26,11 +26,11 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
-from unimatch.config import Config
-from unimatch.metrics import JOB_LATENCY, JOBS
-from unimatch.scheduler import queue
+from unimatch.domain.config import Config
+from unimatch.domain.metrics import JOB_LATENCY, JOBS
 from unimatch.scheduler.handlers import HANDLERS, Handler, JobContext, PermanentJobError
-from unimatch.scheduler.queue import DEFAULT_BACKOFF, Backoff, Job
+from unimatch.storage import jobs as queue
+from unimatch.storage.jobs import DEFAULT_BACKOFF, Backoff, Job
 from unimatch.storage.pg import Database
 
 log = logging.getLogger("unimatch.jobs")

@@ -26,9 +26,9 @@ from typing import Any
 
 import asyncpg
 
-from unimatch import tokens
-from unimatch.config import Config
-from unimatch.errors import (
+from unimatch.domain import tokens
+from unimatch.domain.config import Config
+from unimatch.domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
@@ -37,7 +37,7 @@ from unimatch.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from unimatch.scheduler.mail import enqueue_email
+from unimatch.storage.jobs import enqueue_email
 from unimatch.storage.pg import Database
 from unimatch.storage.users import ACTIVE_SUSPENSION
 

@@ -13,7 +13,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from unimatch.metrics import CACHE_ERRORS, CACHE_LOOKUPS
+from unimatch.domain.metrics import CACHE_ERRORS, CACHE_LOOKUPS
 
 log = logging.getLogger("unimatch.cache")
 

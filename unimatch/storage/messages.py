@@ -130,3 +130,7 @@ async def history(
         return await conn.fetch(HISTORY_AFTER, match_id, after_seq, limit)
     rows = await conn.fetch(HISTORY_BEFORE, match_id, before_seq or MAX_SEQ, limit)
     return list(reversed(rows))
+
+# The open matches of $1: what a socket of that user may address.
+OPEN_MATCHES = """
+SELECT id FROM matches WHERE (user_a = $1 OR user_b = $1) AND ended_at IS NULL"""

@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from unimatch.errors import Conflict, Forbidden, NotFound
+from unimatch.domain.errors import Conflict, Forbidden, NotFound
 from unimatch.storage.accounts import revoke_user_families
 from unimatch.storage.notifications import (
     KIND_REPORT_RESOLVED,

@@ -5,7 +5,7 @@ the event it describes (a match, a message to an offline user), and so do
 the webhook deliveries it fans out to: one `webhook_deliveries` row and one
 `deliver_webhook` job per active webhook of that user subscribed to the
 notification's kind. After the commit the caller runs
-`unimatch.notify.publish_notification`, which clears `notifications:{user_id}`
+`unimatch.actors.notify.publish_notification`, which clears `notifications:{user_id}`
 and pushes a `notification` frame through the user's actor.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from unimatch.scheduler.queue import enqueue
+from unimatch.storage.jobs import enqueue
 
 # The kinds a client (and a webhook) can subscribe to. Other kinds may be
 # stored, but only these are offered as webhook events.

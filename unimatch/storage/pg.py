@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from unimatch.errors import Unavailable
+from unimatch.domain.errors import Unavailable
 
 log = logging.getLogger("unimatch.sql")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from unimatch.errors import Conflict
+from unimatch.domain.errors import Conflict
 from unimatch.storage.pg import Database
 from unimatch.storage.users import ACTIVE_SUSPENSION, PROFILE_COMPLETE
 

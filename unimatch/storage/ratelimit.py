@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from unimatch.errors import RateLimited
-from unimatch.metrics import CACHE_ERRORS
+from unimatch.domain.errors import RateLimited
+from unimatch.domain.metrics import CACHE_ERRORS
 from unimatch.storage.cache import Cache
 
 log = logging.getLogger("unimatch.ratelimit")

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from unimatch.actors.chat import check_client_msg_id, clean_body
-from unimatch.errors import ValidationFailed
+from unimatch.domain.errors import ValidationFailed
+from unimatch.domain.messages import check_client_msg_id, clean_body
 
 MAX_FRAME_BYTES = 16 * 1024
 MAX_CURSORS = 500

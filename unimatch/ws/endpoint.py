@@ -1,9 +1,18 @@
 """`GET /ws` and `GET /ws/chat/{match_id}/`: authenticate, then serve frames.
 
-The gateway does no business logic: it authenticates, validates frames,
-forwards them to the match's actor and writes what comes back. Sends run in
-tasks, so a slow commit never stalls reading: one per match at a time, so a
-socket's sends to one match take seqs in the order they were sent.
+The endpoint does no business logic: it authenticates, validates frames (the
+only place a chat frame is checked), forwards them to the match's actor and
+writes what comes back. Sends run in tasks, so a slow commit never stalls
+reading: one per match at a time, so a socket's sends to one match take seqs
+in the order they were sent.
+
+What one socket can make the node do is bounded: sends by the chat limit, a
+per-socket queue and the node's cap on unanswered sends; receipts are
+coalesced per match (only the highest seq counts, one call in flight);
+typing by a small bucket; frames naming a match the user is not in are
+refused here, without waking any actor. A socket lives as long as its
+access token: it is closed 4001 when the token expires unless an `auth`
+frame brings a fresh one.
 """
 
 from __future__ import annotations
@@ -17,10 +26,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from unimatch import tokens
-from unimatch.errors import DomainError, Forbidden, RateLimited, Unauthorized
-from unimatch.http.keys import CONFIG, DB, GATEWAY_ID, directory_of
-from unimatch.metrics import WS_CLOSED, WS_FRAMES, WS_SEND_LATENCY, WS_SLOW_CLOSED
+from unimatch.domain import tokens
+from unimatch.domain.errors import DomainError, Forbidden, RateLimited, Unauthorized
+from unimatch.domain.metrics import WS_CLOSED, WS_FRAMES, WS_SEND_LATENCY, WS_SLOW_CLOSED
+from unimatch.http.keys import CONFIG, DB, NODE_INDEX, directory_of
 from unimatch.storage import messages as sql
 from unimatch.storage.users import load_principal
 from unimatch.ws import codec
@@ -51,6 +60,12 @@ TOUCH_EVERY = 60.0
 CLOSE_TRY_AGAIN = 1013
 # The `retry_after` of an `overloaded` error frame, in seconds.
 OVERLOAD_RETRY = 1.0
+# Sends one socket may have queued or at an actor; past it, `overloaded`.
+SOCKET_SENDS_IN_FLIGHT = 256
+# A socket that names a match it does not know re-reads its matches at most
+# this often (a match formed since); other unknown ids are refused unread.
+MATCHES_REFRESH_EVERY = 1.0
+CLOSE_UNAUTHORIZED = 4001
 
 
 class ChatSocket:
@@ -68,6 +83,11 @@ class ChatSocket:
         self.typing_stamp = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sends: dict[uuid.UUID, collections.deque[tuple[codec.Send, dict[str, str]]]] = {}
+        self._queued_sends = 0
+        # Receipts waiting per (match, status): only the highest seq is kept.
+        self._receipts: dict[tuple[uuid.UUID, str], int] = {}
+        self._matches_read_at = 0.0
+        self._expiry: asyncio.TimerHandle | None = None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -92,18 +112,69 @@ class ChatSocket:
             return
         WS_FRAMES.labels("in", type(frame).__name__.lower()).inc()
         self._touch()
-        if isinstance(frame, codec.Send):
-            self._send(frame)
-        elif isinstance(frame, codec.Receipt):
-            self._spawn(self._receipt(frame))
-        elif isinstance(frame, codec.Typing):
-            self._typing(frame)
+        if isinstance(frame, codec.Ping):
+            self.conn.send(codec.PONG)
+        elif isinstance(frame, codec.Auth):
+            self._reauthenticate(frame.token)
         elif isinstance(frame, codec.Sync):
             await self._sync(frame)
-        elif isinstance(frame, codec.Ping):
-            self.conn.send(codec.PONG)
-        else:  # a second auth frame
-            self.conn.send_frame(codec.error_frame("invalid_frame", "already authenticated"))
+        elif not await self._may_address(frame.match_id, frame):
+            return
+        elif isinstance(frame, codec.Send):
+            self._send(frame)
+        elif isinstance(frame, codec.Receipt):
+            self._receipt(frame)
+        else:
+            self._typing(frame)
+
+    # -- authority -----------------------------------------------------------
+
+    def expire_at(self, expires_at: float) -> None:
+        """Close 4001 when the access token runs out, unless renewed."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(expires_at - time.time(), 0.0)
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        WS_CLOSED.labels("token_expired").inc()
+        self.conn.send_frame(codec.error_frame("token_expired", "send an auth frame with a "
+                                               "fresh access token, or reconnect"))
+        self.conn.close_soon(CLOSE_UNAUTHORIZED, "token expired", flush=True)
+
+    def _reauthenticate(self, token: str) -> None:
+        try:
+            claims = tokens.decode(self.config, token, tokens.ACCESS)
+        except DomainError as exc:
+            self.conn.send_frame(frame_for(exc))
+            return
+        if claims.user_id != self.conn.user_id:
+            self.conn.send_frame(codec.error_frame("forbidden", "a token of another user"))
+            return
+        self.expire_at(claims.expires_at)
+        self.conn.send_frame({"type": "authenticated", "expires_at": claims.expires_at})
+
+    def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+    async def _may_address(self, match_id: uuid.UUID, frame: Any) -> bool:
+        """The user is in this open match (and a scoped socket is scoped to
+        it). Else an error frame, and no actor is called."""
+        context = {"client_msg_id": frame.client_msg_id} if isinstance(frame, codec.Send) else {}
+        if not self._in_scope(match_id, **context):
+            return False
+        matches = self.conn.matches
+        if match_id not in matches:
+            now = time.monotonic()
+            if now - self._matches_read_at >= MATCHES_REFRESH_EVERY:
+                self._matches_read_at = now
+                await self.conn.load_matches(self.app[DB])
+        if match_id in self.conn.matches:
+            return True
+        error = Forbidden("not an open match of yours", code="match_ended")
+        self.conn.send_frame(frame_for(error, match_id=str(match_id), **context))
+        return False
 
     def _in_scope(self, match_id: uuid.UUID, **context: Any) -> bool:
         if self.conn.scope is None or str(match_id) == self.conn.scope:
@@ -141,7 +212,7 @@ class ChatSocket:
             self.conn.send_frame(frame_for(error, **context))
             return
         self.strikes = 0
-        if not self.hub.admit_send():
+        if self._queued_sends >= SOCKET_SENDS_IN_FLIGHT or not self.hub.admit_send():
             # Past capacity: refuse now, with a hint, rather than queue without
             # end; nothing refused was stored, so the client sends it again.
             busy = RateLimited("server busy, send again shortly", retry_after=OVERLOAD_RETRY,
@@ -153,6 +224,7 @@ class ChatSocket:
             queue = self._sends[frame.match_id] = collections.deque()
             self._spawn(self._drain_sends(frame.match_id, queue))
         queue.append((frame, context))
+        self._queued_sends += 1
 
     async def _drain_sends(
         self, match_id: uuid.UUID, queue: collections.deque[tuple[codec.Send, dict[str, str]]]
@@ -165,10 +237,12 @@ class ChatSocket:
                 frame, context = queue[0]
                 await self._forward_send(frame, context)
                 queue.popleft()
+                self._queued_sends -= 1
                 self.hub.send_done()
         finally:
             del self._sends[match_id]
             if queue:  # the socket went away with sends still queued
+                self._queued_sends -= len(queue)
                 self.hub.send_done(len(queue))
 
     async def _forward_send(self, frame: codec.Send, context: dict[str, str]) -> None:
@@ -176,7 +250,7 @@ class ChatSocket:
         try:
             ack = await self.directory.call(
                 "match", str(frame.match_id), "send_message",
-                self.conn.user_id, frame.client_msg_id, frame.body,
+                self.conn.user_id, frame.client_msg_id, frame.body, self.conn.id,
             )
         except DomainError as exc:
             self.conn.send_frame(frame_for(exc, **context))
@@ -185,28 +259,43 @@ class ChatSocket:
             log.warning("send to %s failed: %r", frame.match_id, exc)
             self.conn.send_frame(unexpected_frame(**context))
             return
+        # The ack tells this socket the seq: it gets no `message` for it.
+        self.conn.remember_live(str(frame.match_id), ack["seq"])
         self.conn.send_frame(ack)
         WS_SEND_LATENCY.observe(time.perf_counter() - started)
 
     # -- receipts, typing ----------------------------------------------------
 
-    async def _receipt(self, frame: codec.Receipt) -> None:
-        if not self._in_scope(frame.match_id):
+    def _receipt(self, frame: codec.Receipt) -> None:
+        """Coalesced: while a receipt of this match and status is at the
+        actor, later ones only raise the seq the next call carries."""
+        key = (frame.match_id, frame.status)
+        waiting = self._receipts.get(key)
+        if waiting is not None:
+            self._receipts[key] = max(waiting, frame.seq)
             return
+        self._receipts[key] = frame.seq
+        self._spawn(self._carry_receipts(key))
+
+    async def _carry_receipts(self, key: tuple[uuid.UUID, str]) -> None:
+        match_id, status = key
+        sent = -1
         try:
-            await self.directory.call(
-                "match", str(frame.match_id), "mark_messages",
-                self.conn.user_id, frame.seq, frame.status,
-            )
-        except DomainError as exc:
-            self.conn.send_frame(frame_for(exc, match_id=str(frame.match_id)))
-        except Exception as exc:
-            log.warning("receipt for %s failed: %r", frame.match_id, exc)
-            self.conn.send_frame(unexpected_frame(match_id=str(frame.match_id)))
+            while self._receipts.get(key, -1) > sent:
+                sent = self._receipts[key]
+                try:
+                    await self.directory.call(
+                        "match", str(match_id), "mark_messages", self.conn.user_id, sent, status
+                    )
+                except DomainError as exc:
+                    self.conn.send_frame(frame_for(exc, match_id=str(match_id)))
+                except Exception as exc:
+                    log.warning("receipt for %s failed: %r", match_id, exc)
+                    self.conn.send_frame(unexpected_frame(match_id=str(match_id)))
+        finally:
+            self._receipts.pop(key, None)
 
     def _typing(self, frame: codec.Typing) -> None:
-        if not self._in_scope(frame.match_id):
-            return
         now = time.monotonic()
         self.typing_tokens = min(
             TYPING_BURST, self.typing_tokens + (now - self.typing_stamp) * TYPING_PER_SECOND
@@ -254,6 +343,7 @@ class ChatSocket:
                     replayed[match_id] = row["seq"]
                     if row["seq"] in live.get(match_id, ()):
                         continue
+                    conn.remember_live(match_id, row["seq"])
                     data = codec.encode(sql.message_frame(row))
                     if not await conn.queue.put_paced(data, patience=SLOW_READER_PATIENCE):
                         return
@@ -273,9 +363,11 @@ class ChatSocket:
         conn.send(codec.SYNCED)
 
 
-async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Any:
-    """The principal, from `?token=` or a first `auth` frame; raises
-    Unauthorized (close 4001)."""
+async def _authenticate(
+    request: web.Request, ws: web.WebSocketResponse
+) -> tuple[Any, tokens.TokenClaims]:
+    """The principal and its token's claims, from `?token=` or a first
+    `auth` frame; raises Unauthorized (close 4001)."""
     token = request.query.get("token")
     if token is None:
         try:
@@ -297,7 +389,7 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Any:
         raise Unauthorized("account no longer exists", code="invalid_token")
     if principal.is_suspended:
         raise Forbidden("account suspended", code="suspended")
-    return principal
+    return principal, claims
 
 
 async def _scope(request: web.Request, user_id: uuid.UUID) -> str | None:
@@ -333,19 +425,21 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     try:
-        principal = await _authenticate(request, ws)
+        principal, claims = await _authenticate(request, ws)
         scope = await _scope(request, principal.user_id)
     except DomainError as exc:
         code = close_code_for(exc) or CLOSE_FORBIDDEN
         return await _reject(ws, code, exc)
     hub = request.app[HUB]
     conn = Connection(ws, principal.user_id, scope, config.ws_send_queue)
+    await conn.load_matches(request.app[DB])
     hub.add(conn)
     session = ChatSocket(request, conn)
-    gateway_id = request.app[GATEWAY_ID]
+    session.expire_at(claims.expires_at)
+    node = request.app[NODE_INDEX]
     try:
         try:
-            await session.directory.call("user", session.user, "attach", gateway_id, conn.id)
+            await session.directory.call("user", session.user, "attach", node, conn.id)
         except Exception as exc:
             log.warning("attach of %s failed: %r", session.user, exc)
             conn.send_frame(unexpected_frame())
@@ -355,17 +449,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         conn.send_frame({"type": "ready", "user_id": session.user, "scope": scope})
         await session.serve()
     finally:
+        session.stop()
         hub.remove(conn)
         if not conn.closing:
             conn.queue.close()
-        await _detach(session, gateway_id, conn)
+        await _detach(session, node, conn)
     return ws
 
 
-async def _detach(session: ChatSocket, gateway_id: str, conn: Connection) -> None:
+async def _detach(session: ChatSocket, node: int, conn: Connection) -> None:
     try:
         await asyncio.wait_for(
-            session.directory.call("user", session.user, "detach", gateway_id, conn.id), 5.0
+            session.directory.call("user", session.user, "detach", node, conn.id), 5.0
         )
     except Exception as exc:  # the user's actor drops it on its next push anyway
         log.warning("detach of %s failed: %r", session.user, exc)
@@ -376,8 +471,7 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def setup_ws(app: web.Application) -> None:
-    """The two socket routes and the hub they share."""
-    app[HUB] = SocketHub(app[GATEWAY_ID], app[CONFIG])
+    """The two socket routes; the app factory made the hub they share."""
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/ws/chat/{match_id}/", websocket)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unimatch.errors import DomainError, Forbidden, RateLimited, Unauthorized, Unavailable
+from unimatch.domain.errors import DomainError, Forbidden, RateLimited, Unauthorized, Unavailable
 from unimatch.ws.codec import error_frame
 
 CLOSE_GOING_AWAY = 1001

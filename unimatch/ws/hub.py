@@ -1,8 +1,9 @@
-"""The sockets one gateway holds, and how pushed frames reach them.
+"""The sockets one node holds, and how pushed frames reach them.
 
-`SocketHub.deliver(batch)` is what the gateway actor's `push` runs: it never
-awaits a client, it only queues encoded frames on each socket's bounded send
-queue (`sendqueue.SendQueue`), so one slow client cannot hold up the batch.
+`SocketHub.deliver(batch)` is what a push to this node runs (in-process or
+from another node over Ray): it never awaits a client, it only queues encoded
+frames on each socket's bounded send queue (`sendqueue.SendQueue`), so one
+slow client cannot hold up the batch.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from typing import Any
 from aiohttp import web
 
 from unimatch.actors.user import CLOSE_FRAME
-from unimatch.config import Config
-from unimatch.metrics import (
+from unimatch.domain.config import Config
+from unimatch.domain.metrics import (
     WS_CLOSED,
     WS_CONNECTIONS,
     WS_PENDING_SENDS,
     WS_SENDS_SHED,
     WS_SLOW_CLOSED,
 )
+from unimatch.storage import messages as messages_sql
+from unimatch.storage.pg import Database
 from unimatch.ws.codec import encode
 from unimatch.ws.errors import CLOSE_GOING_AWAY, CLOSE_RATE_LIMITED
 from unimatch.ws.sendqueue import SendQueue
@@ -51,6 +54,7 @@ class Connection:
         "id",
         "last_touch",
         "live_seqs",
+        "matches",
         "queue",
         "scope",
         "user_id",
@@ -75,8 +79,15 @@ class Connection:
         # Made on first use: an idle socket carries none.
         self.live_seqs: dict[str, set[int]] | None = None
         self.last_touch = 0.0
+        # The user's open matches: frames naming another match are refused
+        # without waking an actor. Kept current by `match` / `unmatch` frames.
+        self.matches: set[uuid.UUID] = set()
         self._close_task: asyncio.Task[None] | None = None
         self.queue = SendQueue(ws, queue_limit, self._overflow)
+
+    async def load_matches(self, db: Database) -> None:
+        rows = await db.fetch(messages_sql.OPEN_MATCHES, self.user_id)
+        self.matches = {row["id"] for row in rows}
 
     def send(self, data: bytes) -> bool:
         return self.queue.put(data)
@@ -94,22 +105,33 @@ class Connection:
             self.close_soon(code, str(frame.get("reason", "")), flush=True)
             return True
         match_id = frame.get("match_id")
+        if kind == "match":
+            self.matches.add(uuid.UUID(match_id))
+        elif kind == "unmatch":
+            self.matches.discard(uuid.UUID(match_id))
         if self.scope is not None and match_id is not None and match_id != self.scope:
             return True  # another match: not for this scoped socket
         if kind == "message":
             if self.holding is not None and match_id in self.holding:
                 self.holding[match_id].append((frame["seq"], data))
                 return True
-            self.remember_live(str(match_id), frame["seq"])
+            if not self.remember_live(str(match_id), frame["seq"]):
+                return True  # this socket has that seq already: once is enough
         return self.queue.put(data)
 
-    def remember_live(self, match_id: str, seq: int) -> None:
+    def remember_live(self, match_id: str, seq: int) -> bool:
+        """Note that this socket got `seq` of `match_id`; False when it had
+        it already (a re-delivery after a resend, a sync or a failover). The
+        memory is bounded: below the oldest seq remembered counts as had."""
         if self.live_seqs is None:
             self.live_seqs = {}
         seen = self.live_seqs.setdefault(match_id, set())
+        if seq in seen or (len(seen) >= LIVE_SEQ_MEMORY and seq < min(seen)):
+            return False
         if len(seen) >= LIVE_SEQ_MEMORY:
             seen.discard(min(seen))
         seen.add(seq)
+        return True
 
     def _overflow(self) -> None:
         if not self.closing:
@@ -147,19 +169,11 @@ class Connection:
             pass  # aiohttp closes the transport on a close that times out
 
 
-# A push target meaning "every socket of this user here" (else a connection id).
-USER_TARGET = "user:"
-
-
-def user_target(user_id: object) -> str:
-    return f"{USER_TARGET}{user_id}"
-
-
 class SocketHub:
-    """Every socket of this gateway by connection id and by user."""
+    """Every socket of this node by connection id and by user."""
 
-    def __init__(self, gateway_id: str, config: Config) -> None:
-        self.gateway_id = gateway_id
+    def __init__(self, node_index: int, config: Config) -> None:
+        self.node_index = node_index
         self.config = config
         self.connections: dict[str, Connection] = {}
         self.by_user: dict[str, set[str]] = defaultdict(set)
@@ -168,7 +182,7 @@ class SocketHub:
         self.pending_sends = 0
 
     def admit_send(self) -> bool:
-        """Count one more pending send, unless the gateway holds its limit
+        """Count one more pending send, unless the node holds its limit
         already: then the caller sheds it (answers `overloaded`)."""
         if self.pending_sends >= self.config.ws_max_pending_sends:
             WS_SENDS_SHED.inc()
@@ -199,28 +213,20 @@ class SocketHub:
                 self.chat_buckets.pop(user, None)
 
     def deliver(self, batch: list[tuple[str, dict[str, Any]]]) -> list[bool]:
-        """Queue each (target, frame) on its sockets, in order; per pair,
-        whether a socket here took it. A target is a connection id, or
-        `user_target(user_id)` for every socket of that user on this gateway.
-        Never waits on a client."""
+        """Queue each (connection_id, frame) on its socket, in order; per
+        pair, whether that socket is here. Never waits on a client."""
         results = []
         encoded: dict[int, bytes] = {}  # a frame fanned out to many sockets is encoded once
-        for target, frame in batch:
-            if target.startswith(USER_TARGET):
-                conn_ids = list(self.by_user.get(target[len(USER_TARGET):], ()))
-            else:
-                conn_ids = [target]
-            reached = False
-            for conn_id in conn_ids:
-                conn = self.connections.get(conn_id)
-                if conn is None:
-                    continue
-                key = id(frame)
-                data = encoded.get(key)
-                if data is None:
-                    data = encoded[key] = encode(frame)
-                reached = conn.deliver(frame, data) or reached
-            results.append(reached)
+        for conn_id, frame in batch:
+            conn = self.connections.get(conn_id)
+            if conn is None:
+                results.append(False)
+                continue
+            key = id(frame)
+            data = encoded.get(key)
+            if data is None:
+                data = encoded[key] = encode(frame)
+            results.append(conn.deliver(frame, data))
         return results
 
     def sockets_of(self, user_ids: list[str]) -> dict[str, list[str]]:
@@ -248,12 +254,12 @@ class SocketHub:
 class TokenBucket:
     """`burst` events at once, refilled at `rate` a second.
 
-    The chat limit is enforced here, in the gateway, rather than with the
-    Redis limiter: a send is the hot path, and a Redis round trip per message
-    would cost the gateway's single event loop more than the send itself. A
-    user's sockets share one bucket per gateway (one gateway per node holds
-    them in practice); with several gateways a user could get one bucket on
-    each, which bounds the worst case at `gateways` times the limit."""
+    The chat limit is enforced here, in the node that holds the socket,
+    rather than with the Redis limiter: a send is the hot path, and a Redis
+    round trip per message would cost the node's single event loop more than
+    the send itself. A user's sockets share one bucket per node; with
+    sockets on several nodes a user could get one bucket on each, which
+    bounds the worst case at `nodes` times the limit."""
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 

@@ -359,3 +359,15 @@ async def counts(db: Database) -> dict[str, dict[str, int]]:
     for row in await db.fetch(COUNTS):
         result.setdefault(row["kind"], {})[row["status"]] = row["n"]
     return result
+
+
+# The mail job's kind; its handler is `scheduler.mail.send_email`.
+SEND_EMAIL = "send_email"
+
+
+async def enqueue_email(
+    conn: asyncpg.Connection, to: str, subject: str, text: str, **options: Any
+) -> UUID | None:
+    """Enqueue a `send_email` job on `conn` (inside the caller's transaction).
+    `options` are `queue.enqueue`'s keywords (priority, run_at, dedupe_key...)."""
+    return await enqueue(conn, SEND_EMAIL, {"to": to, "subject": subject, "text": text}, **options)

@@ -1,10 +1,10 @@
 """Bring the whole platform up on Ray, and down again in order.
 
-Up: migrations, shard hosts (the virtual actors), the scheduler (jobs), then
-the gateways (HTTP + WebSocket), which need the other two. Down: the reverse,
-draining gateways first so in-flight requests finish and sockets close 1001.
-With `colocated`, nodes (unimatch.node) are both hosts and gateways: they
-start first, and stop in two steps around the scheduler.
+Up: migrations, the nodes (each serves HTTP + WebSocket and hosts its share
+of the virtual actors), then the scheduler (jobs). Down: every node's HTTP
+first, so requests in flight finish and sockets close 1001; then the
+scheduler; then the nodes' actors, which the scheduler's jobs may still call
+until it stops.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from unimatch.config import Config
+import ray
+
+from unimatch.domain.config import Config
+from unimatch.scheduler.actor import start_scheduler, stop_scheduler
+from unimatch.server.node import drain_http, start_nodes, stop_nodes
 from unimatch.storage.migrations import apply_migrations
 
-log = logging.getLogger("unimatch.platform")
+log = logging.getLogger("unimatch.server.platform")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -35,8 +39,6 @@ def init_ray(config: Config) -> bool:
     # Ray starts its workers at nice 15; ours serve users, so they run at the
     # same priority as PostgreSQL and Redis.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    import ray
-
     if ray.is_initialized():
         return False
     if config.ray_address:
@@ -57,58 +59,32 @@ def init_ray(config: Config) -> bool:
 class Platform:
     config: Config
     url: str
-    hosts: list[Any] = field(default_factory=list)
+    nodes: list[Any] = field(default_factory=list)
     scheduler: Any = None
-    gateways: list[Any] = field(default_factory=list)
 
     @classmethod
     def start(cls, config: Config, host: str = "127.0.0.1", port: int = 8080) -> Platform:
         """Start every part in the current Ray; stops what started if a later
         part fails, so a failed start leaves nothing running."""
-        import ray
-
-        from unimatch.actors.host import start_shard_hosts
-        from unimatch.http.gateway import start_gateways
-        from unimatch.scheduler.actor import start_scheduler
-
         assert config.database_url and config.redis_url
         asyncio.run(apply_migrations(config.database_url))
         port = port or free_port(host)
-        if config.colocated:  # one gateway in each shard host's process
-            config = config.with_(gateways=config.shard_hosts)
         platform = cls(config=config, url=f"http://{host}:{port}")
         try:
-            if config.colocated:
-                from unimatch.node import start_nodes
-
-                platform.hosts = platform.gateways = start_nodes(config, host, port)
-            else:
-                platform.hosts = start_shard_hosts(config)
+            platform.nodes = start_nodes(config, host, port)
             platform.scheduler = start_scheduler(config)
             ray.get(platform.scheduler.ready.remote())
-            if not config.colocated:
-                platform.gateways = start_gateways(config, host, port)
         except BaseException:
             platform.stop()
             raise
         return platform
 
     def stop(self) -> None:
-        from unimatch.actors.host import stop_shard_hosts
-        from unimatch.http.gateway import stop_gateways
-        from unimatch.node import drain_node_gateways
-        from unimatch.scheduler.actor import stop_scheduler
-
-        if self.config.colocated and self.gateways:
-            # Nodes: sockets and HTTP first, the actors after the scheduler.
-            drain_node_gateways(self.gateways)
-            self.gateways = []
-        elif self.gateways:
-            stop_gateways(self.gateways)
-            self.gateways = []
+        if self.nodes:
+            drain_http(self.nodes)
         if self.scheduler is not None:
             stop_scheduler(self.scheduler)
             self.scheduler = None
-        if self.hosts:
-            stop_shard_hosts(self.hosts)
-            self.hosts = []
+        if self.nodes:
+            stop_nodes(self.nodes)
+            self.nodes = []

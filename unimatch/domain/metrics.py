@@ -53,7 +53,12 @@ ACTOR_PASSIVATIONS = Counter(
     "unimatch_actor_passivations_total", "Virtual actor passivations", ["kind"]
 )
 ACTOR_RETRIES = Counter(
-    "unimatch_actor_call_retries_total", "Calls retried because a shard host was unavailable"
+    "unimatch_actor_call_retries_total", "Calls retried because a node was unavailable"
+)
+ACTOR_OVERLOADED = Counter(
+    "unimatch_actor_calls_refused_total",
+    "Calls refused with `overloaded` because the actor's mailbox was full",
+    ["kind"],
 )
 ACTORS_ACTIVE = Gauge(
     "unimatch_actors_active", "Active virtual actors", ["kind"], multiprocess_mode="livesum"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from unimatch.errors import UnsupportedMedia, ValidationFailed
+from unimatch.domain.errors import UnsupportedMedia, ValidationFailed
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 # Pixels decoded at most: a 5 MB file can claim a gigapixel canvas.

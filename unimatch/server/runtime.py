@@ -1,5 +1,5 @@
-"""Settings of the long-running server processes (gateways, shard hosts,
-nodes, the scheduler), applied once each is up.
+"""Settings of the long-running server processes (nodes, the scheduler),
+applied once each is up.
 
 Garbage collection: CPython's full collection scans every tracked object,
 and a process holding thousands of sockets and actors has millions, so each

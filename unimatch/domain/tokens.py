@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import jwt
 
-from unimatch.config import Config
-from unimatch.errors import Unauthorized
+from unimatch.domain.config import Config
+from unimatch.domain.errors import Unauthorized
 
 ALGORITHM = "HS256"
 ACCESS = "access"

@@ -52,6 +52,12 @@ def _jwt_secret(data_dir: Path) -> str:
     return secret
 
 
+def default_nodes() -> int:
+    """One node per two cores: on two cores one node carries the most chat
+    (a second node shares the same cores and adds Ray hops); see README."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = Path(".unimatch")
@@ -82,13 +88,12 @@ class Config:
     pg_retries: int = 3
     slow_query_ms: float = 100.0
 
-    shard_hosts: int = max(os.cpu_count() or 1, 1)
-    gateways: int = 1
-    # Ray calls one gateway keeps in flight to one shard host (see gateway.py).
-    gateway_calls_in_flight: int = 2
-    # Each shard host also runs a gateway in its process (unimatch.node):
-    # calls to the actors it hosts, and pushes to its sockets, skip Ray.
-    colocated: bool = False
+    # Server processes on this machine, each a gateway and a host of actors
+    # (unimatch.server.node). One per two cores: see the README for the
+    # measurements behind it.
+    nodes: int = field(default_factory=lambda: default_nodes())
+    # Messages one virtual actor may have waiting; past it, `overloaded`.
+    mailbox_limit: int = 1000
     passivate_after: float = 900.0
     scheduler_workers: int = 4
     job_lease_seconds: float = 60.0
@@ -150,10 +155,8 @@ class Config:
             pg_pool_size=_int(merged, "PG_POOL_SIZE", 20),
             pg_pool_overflow=_int(merged, "PG_POOL_OVERFLOW", 10),
             slow_query_ms=_float(merged, "SLOW_QUERY_MS", 100.0),
-            shard_hosts=_int(merged, "SHARD_HOSTS", cls.shard_hosts),
-            gateways=_int(merged, "GATEWAYS", 1),
-            gateway_calls_in_flight=_int(merged, "GATEWAY_CALLS_IN_FLIGHT", 2),
-            colocated=_bool(merged.get("COLOCATED", "false")),
+            nodes=_int(merged, "NODES", default_nodes()),
+            mailbox_limit=_int(merged, "ACTOR_MAILBOX_LIMIT", 1000),
             passivate_after=_float(merged, "PASSIVATE_AFTER_SECONDS", 900.0),
             scheduler_workers=_int(merged, "SCHEDULER_WORKERS", 4),
             ws_heartbeat=_float(merged, "WS_HEARTBEAT_SECONDS", 30.0),

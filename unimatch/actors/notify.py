@@ -10,11 +10,8 @@ Two steps, split at the commit:
 
 `notify` does both for an event that has no transaction of its own. The push
 is best effort: a user with no open socket reads the row later, so a failed
-push is logged and never fails the caller.
-
-`target` is anything that carries the three collaborators: the aiohttp
-application (shell code) or an actor's `Services` (`.db`, `.cache`,
-`.directory`).
+push is logged and never fails the caller. `actors` is None where the actor
+system is not attached (shell-only tests): then nothing is pushed.
 """
 
 from __future__ import annotations
@@ -23,22 +20,13 @@ import logging
 import uuid
 from typing import Any
 
-from unimatch.metrics import NOTIFICATION_PUSHES
+from unimatch.actors.directory import ActorDirectory
+from unimatch.domain.metrics import NOTIFICATION_PUSHES
 from unimatch.storage.cache import Cache, notifications_key
 from unimatch.storage.notifications import add_notification
 from unimatch.storage.pg import Database
 
 log = logging.getLogger("unimatch.notify")
-
-
-def _collaborators(target: Any) -> tuple[Database, Cache, Any]:
-    from aiohttp import web
-
-    if isinstance(target, web.Application):
-        from unimatch.http.keys import CACHE, DB, DIRECTORY
-
-        return target[DB], target[CACHE], target[DIRECTORY]
-    return target.db, target.cache, getattr(target, "directory", None)
 
 
 def notification_frame(notification: dict[str, Any]) -> dict[str, Any]:
@@ -50,12 +38,14 @@ async def clear_notifications_cache(cache: Cache, user_id: uuid.UUID | str) -> N
     await cache.delete(notifications_key(user_id))
 
 
-async def push_to_user(directory: Any, user_id: uuid.UUID | str, frames: list[dict]) -> bool:
+async def push_to_user(
+    actors: ActorDirectory | None, user_id: uuid.UUID | str, frames: list[dict]
+) -> bool:
     """Frames to every socket of the user; False (logged) when it failed."""
-    if directory is None:
+    if actors is None:
         return False
     try:
-        await directory.call("user", str(user_id), "push", frames)
+        await actors.call("user", str(user_id), "push", frames)
     except Exception as exc:
         log.warning("push to user %s failed: %r", user_id, exc)
         return False
@@ -63,24 +53,24 @@ async def push_to_user(directory: Any, user_id: uuid.UUID | str, frames: list[di
 
 
 async def publish_notification(
-    target: Any, user_id: uuid.UUID | str, notification: dict[str, Any]
+    cache: Cache, actors: ActorDirectory | None, user_id: uuid.UUID | str,
+    notification: dict[str, Any],
 ) -> None:
     """After the commit of `add_notification`: clear the cache, push the frame."""
-    _, cache, directory = _collaborators(target)
     await clear_notifications_cache(cache, user_id)
-    if directory is None:
+    if actors is None:
         return
-    pushed = await push_to_user(directory, user_id, [notification_frame(notification)])
+    pushed = await push_to_user(actors, user_id, [notification_frame(notification)])
     NOTIFICATION_PUSHES.labels("pushed" if pushed else "failed").inc()
 
 
 async def notify(
-    target: Any, user_id: uuid.UUID, kind: str, payload: dict[str, Any]
+    db: Database, cache: Cache, actors: ActorDirectory | None, user_id: uuid.UUID, kind: str,
+    payload: dict[str, Any],
 ) -> dict[str, Any]:
     """Store a notification in a transaction of its own, then publish it.
     Returns the notification as `GET /notifications` shows it."""
-    db, _, _ = _collaborators(target)
     async with db.transaction() as conn:
         notification = await add_notification(conn, user_id, kind, payload)
-    await publish_notification(target, user_id, notification)
+    await publish_notification(cache, actors, user_id, notification)
     return notification

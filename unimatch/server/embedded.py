@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("unimatch.embedded")
+log = logging.getLogger("unimatch.server.embedded")
 
 # A Unix socket path must fit in sockaddr_un (108 bytes with the NUL).
 _MAX_SOCKET_PATH = 100

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
-from unimatch.config import Config
+from unimatch.domain.config import Config
 
 log = logging.getLogger("unimatch")
 
@@ -22,7 +22,7 @@ log = logging.getLogger("unimatch")
 @contextlib.contextmanager
 def _services(config: Config) -> Iterator[Config]:
     """Embedded PostgreSQL / Redis for whichever URL is not set."""
-    from unimatch.embedded import EmbeddedPostgres, EmbeddedRedis
+    from unimatch.server.embedded import EmbeddedPostgres, EmbeddedRedis
 
     postgres = redis = None
     try:
@@ -67,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
 
-    from unimatch.platform import Platform, init_ray
+    from unimatch.server.platform import Platform, init_ray
 
     with _services(config) as config:
         started_ray = init_ray(config)

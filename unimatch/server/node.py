@@ -1,0 +1,266 @@
+"""The node: the one kind of server process (an Orleans silo, an Akka
+cluster-sharding node, a Phoenix node), run as a Ray actor.
+
+A node serves HTTP and WebSocket (aiohttp on its own event loop) and hosts
+its share of the virtual actors (`actors.host.ActorHost`), the ones whose
+rendezvous hash picks it. Everything is wired once, at start-up:
+
+- calls to actors go through one `ActorDirectory` whose link for this node
+  is in-process (`LocalLink`: straight into the mailbox) and for every other
+  node a batched Ray call (`RayLink` to that node's `call_batch`);
+- pushes to sockets go through one `SocketRouter` whose link for this node
+  writes to the hub (`LocalSockets`) and for another node is a batched Ray
+  call to its `push` (`RaySockets`).
+
+Nothing above or below knows which case it is in. With one node every call
+and push stays in the process; with N, a call crosses Ray with
+probability (N-1)/N. Nodes share the port with SO_REUSEPORT; Ray places,
+names (`node-{i}`) and restarts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import ray
+from aiohttp import web
+from ray.actor import ActorHandle
+
+from unimatch.actors.base import Services
+from unimatch.actors.chat import MessageCommitter
+from unimatch.actors.directory import ActorDirectory
+from unimatch.actors.host import ActorHost
+from unimatch.actors.links import (
+    LateAnswers,
+    LocalLink,
+    NodeHandles,
+    RayLink,
+    answer_batch,
+    node_name,
+)
+from unimatch.actors.ports import ActorLink, Delivery, Outcome
+from unimatch.domain.config import Config
+from unimatch.http.app import create_app
+from unimatch.http.middleware import AccessLogger
+from unimatch.server.runtime import tune_gc
+from unimatch.server.sockets import LocalSockets, RaySockets, SocketLink, SocketRouter
+from unimatch.storage.cache import Cache, connect_redis
+from unimatch.storage.pg import Database
+from unimatch.ws.hub import SocketHub
+
+log = logging.getLogger("unimatch.node")
+
+SHUTDOWN_TIMEOUT = 10.0
+# How long a batch from another node waits for its slowest call before it
+# is answered with what is done (the rest follow through `replies`).
+BATCH_PATIENCE = 0.02
+
+
+class Node:
+    """Serves (host, port) and hosts virtual actors. `__init__` only
+    schedules start-up (clients need the actor's event loop); `ready()`
+    waits for it and re-raises its failure. Ray restarts a node that dies
+    (nobody calls `ready` then, so start-up starts itself)."""
+
+    def __init__(self, config: Config, index: int, host: str, port: int) -> None:
+        self.config = config
+        self.index = index
+        self.name = node_name(index)
+        self.host_address, self.port = host, port
+        self.actors = ActorHost(config)
+        self.hub = SocketHub(index, config)
+        self._handles = NodeHandles(config.namespace)
+        self._late: dict[str, LateAnswers] = {}
+        self.runner: web.AppRunner | None = None
+        self.directory: ActorDirectory | None = None
+        self._db: Database | None = None
+        self._cache: Cache | None = None
+        self._started = asyncio.get_event_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        config = self.config
+        if not config.database_url or not config.redis_url:
+            raise RuntimeError("a node needs database_url and redis_url")
+        db = self._db = await Database.connect(
+            config.database_url,
+            size=config.pg_pool_size,
+            overflow=config.pg_pool_overflow,
+            retries=config.pg_retries,
+            slow_query_ms=config.slow_query_ms,
+        )
+        cache = self._cache = Cache(connect_redis(config.redis_url), config.redis_prefix)
+        actor_links: list[ActorLink] = []
+        socket_links: list[SocketLink] = []
+        for i in range(config.nodes):
+            if i == self.index:
+                actor_links.append(LocalLink(self.actors))
+                socket_links.append(LocalSockets(self.hub))
+            else:
+                actor_links.append(RayLink(self._handles.of(i), reply_to=self.name))
+                socket_links.append(RaySockets(self._handles.of(i)))
+        self.directory = ActorDirectory(actor_links)
+        self.actors.start(Services(
+            config=config,
+            db=db,
+            cache=cache,
+            actors=self.directory,
+            sockets=SocketRouter(socket_links),
+            committer=MessageCommitter(db, cache),
+            node_index=self.index,
+        ))
+        app = create_app(config, directory=self.directory, hub=self.hub, node_index=self.index)
+        self.runner = web.AppRunner(
+            app,
+            access_log_class=AccessLogger,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            handle_signals=False,
+        )
+        await self.runner.setup()
+        site = web.TCPSite(
+            self.runner, self.host_address, self.port, reuse_port=config.nodes > 1, backlog=2048
+        )
+        await site.start()
+        log.info("%s listening on %s:%s (pid %d)", self.name, self.host_address, self.port,
+                 os.getpid())
+        tune_gc()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def ready(self) -> str:
+        """Re-raise a start-up failure; the URL served once up."""
+        await self._started
+        return f"http://{self.host_address}:{self.port}"
+
+    async def check_health(self) -> None:
+        await self._started
+        self.actors.check_health()
+
+    async def drain_http(self) -> None:
+        """Stop accepting, finish requests in flight, close sockets with
+        1001; the actors stay up (other nodes may still call them)."""
+        await self._started
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
+
+    async def drain(self) -> None:
+        """HTTP first, then passivate the actors, then close the clients."""
+        await self.drain_http()
+        await self.actors.drain()
+        if self.directory is not None:
+            await self.directory.aclose()
+        if self._cache is not None:
+            await self._cache.close()
+        if self._db is not None:
+            await self._db.close()
+
+    # -- from other nodes: calls, late answers, pushes -----------------------
+
+    async def call_batch(self, items: list[tuple[int, Any]], reply_to: str | None) -> list[Any]:
+        """Calls from another process, in its order (see actors.links)."""
+        await self._started
+        late = self._late_answers(reply_to) if reply_to is not None else None
+        return await answer_batch(self.actors, items, patience=BATCH_PATIENCE, late=late)
+
+    def _late_answers(self, reply_to: str) -> LateAnswers:
+        late = self._late.get(reply_to)
+        if late is None:
+            namespace, index = self.config.namespace, self.index
+            found: list[Any] = []
+
+            async def send(answers: list[tuple[int, Outcome]]) -> None:
+                if not found:
+                    found.append(await asyncio.to_thread(
+                        ray.get_actor, reply_to, namespace=namespace))
+                await found[0].replies.remote(index, answers)
+
+            late = self._late[reply_to] = LateAnswers(send)
+        return late
+
+    async def replies(self, from_index: int, answers: list[tuple[int, Outcome]]) -> None:
+        """Late answers from node `from_index` to calls this node sent it."""
+        await self._started
+        assert self.directory is not None
+        self.directory.link(from_index).resolve(answers)
+
+    async def push(self, batch: list[Delivery]) -> list[bool]:
+        """Frames from actors of another node to this node's sockets, in
+        order; per delivery, whether the socket is still here."""
+        await self._started
+        return self.hub.deliver(batch)
+
+    async def sockets_of(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Connection ids of this node's sockets of each user."""
+        await self._started
+        return self.hub.sockets_of(user_ids)
+
+    async def stats(self) -> dict[str, Any]:
+        await self._started
+        return {"node": self.index, "sockets": len(self.hub.connections), **self.actors.stats()}
+
+
+def actor_env() -> dict[str, str]:
+    """The environment our Ray actors start with: Ray on loopback, and the
+    Prometheus multiprocess folder when there is one."""
+    keep = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "PROMETHEUS_MULTIPROC_DIR")
+    env = {name: os.environ[name] for name in keep if os.environ.get(name)}
+    env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    return env
+
+
+def server_actor_options(config: Config, name: str) -> dict[str, Any]:
+    """Ray options of a long-lived server actor (a node, the scheduler):
+    named, restarted by Ray for ever, calls never retried by Ray (the
+    directory does), async with room for thousands of calls at once."""
+    return {
+        "name": name,
+        "namespace": config.namespace,
+        "num_cpus": 0,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "max_concurrency": 10_000,
+        "runtime_env": {"env_vars": actor_env()},
+    }
+
+
+def start_nodes(config: Config, host: str, port: int) -> list[ActorHandle]:
+    """Create `config.nodes` nodes and wait until every one hosts and
+    listens (blocking); none is left running if one fails.
+
+    The nodes are not detached: they belong to the caller and die with it,
+    so a crashed launcher leaves no orphans."""
+    remote_cls: Any = ray.remote(Node)
+    handles = [
+        remote_cls.options(**server_actor_options(config, node_name(i))).remote(
+            config, i, host, port
+        )
+        for i in range(config.nodes)
+    ]
+    try:
+        ray.get([h.ready.remote() for h in handles])
+    except BaseException:
+        for handle in handles:
+            ray.kill(handle, no_restart=True)
+        raise
+    return handles
+
+
+def drain_http(handles: list[ActorHandle], *, timeout: float = SHUTDOWN_TIMEOUT + 5) -> None:
+    """Close every node's HTTP and sockets (actors stay up until `stop_nodes`)."""
+    try:
+        ray.get([h.drain_http.remote() for h in handles], timeout=timeout)
+    except Exception as exc:  # a node that cannot drain is stopped all the same
+        log.warning("HTTP drain of nodes failed: %r", exc)
+
+
+def stop_nodes(handles: list[ActorHandle], *, timeout: float = 30.0) -> None:
+    """Drain every node (passivating its actors), then end it for good."""
+    try:
+        ray.get([h.drain.remote() for h in handles], timeout=timeout)
+    except Exception as exc:  # a node that cannot drain is killed all the same
+        log.warning("drain before stop failed: %r", exc)
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
