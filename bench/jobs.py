@@ -26,8 +26,8 @@ import asyncpg
 
 from unimatch.domain.config import Config
 from unimatch.scheduler.handlers import JobContext
-from unimatch.storage.jobs import Job, enqueue
 from unimatch.scheduler.worker import DONE, JobRunner
+from unimatch.storage.jobs import Job, enqueue
 from unimatch.storage.migrations import apply_migrations
 from unimatch.storage.pg import Database
 

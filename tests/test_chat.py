@@ -54,9 +54,12 @@ async def test_concurrent_senders_get_one_gap_free_order(pair, db):
     # Each sender's own messages keep the order they were sent in.
     assert [ca.acks()[c]["seq"] for c in sent_a] == sorted(ca.acks()[c]["seq"] for c in sent_a)
     for client in (ca, cb):
-        await client.wait_until(lambda c=client: len(c.of_type("message", match_id)) >= 2 * n)
+        # Its own messages by ack, the other's by `message`: each seq once.
+        await client.wait_until(lambda c=client: len(c.seqs(match_id)) >= 2 * n)
+        assert sorted(client.seqs(match_id)) == list(range(1, 2 * n + 1))
         received = [f["seq"] for f in client.of_type("message", match_id)]
-        assert received == list(range(1, 2 * n + 1)), "both users see one total order"
+        assert received == sorted(received), "both users see one total order"
+        assert len(received) == n, "a socket gets no `message` for what it sent"
     rows = await stored(db, match_id)
     assert [r["seq"] for r in rows] == list(range(1, 2 * n + 1))
 
@@ -185,10 +188,14 @@ async def test_every_socket_of_a_user_gets_every_frame(pair):
         await device.wait_until(lambda d=device: len(d.of_type("message", match_id)) == 5)
         await device.wait_for(lambda f: f["type"] == "typing" and f["state"] is True)
         assert [f["seq"] for f in device.of_type("message", match_id)] == [1, 2, 3, 4, 5]
-    # The sender's other device sees its own messages as well.
+    # The sender's other devices see its messages as well; the sending one
+    # only its ack.
     laptop_a = await connect(a)
-    await phone.send_message(match_id, "reply")
+    cmid = await phone.send_message(match_id, "reply")
     await laptop_a.wait_for(lambda f: f["type"] == "message" and f["body"] == "reply")
+    await laptop.wait_for(lambda f: f["type"] == "message" and f["body"] == "reply")
+    await phone.wait_for(lambda f: f["type"] == "ack" and f["client_msg_id"] == cmid)
+    assert not [f for f in phone.of_type("message") if f["body"] == "reply"]
 
 
 async def test_receipts_persist_and_reach_the_sender(pair, db):

@@ -25,7 +25,6 @@ import pytest
 
 from tests.waiting import eventually
 from unimatch.domain.config import Config
-from unimatch.storage import jobs as queue
 from unimatch.scheduler.handlers import JobContext, PermanentJobError, register
 from unimatch.scheduler.periodic import (
     PeriodicEnqueuer,
@@ -34,6 +33,8 @@ from unimatch.scheduler.periodic import (
     cleanup_unverified,
     period_start,
 )
+from unimatch.scheduler.worker import DONE, JobRunner
+from unimatch.storage import jobs as queue
 from unimatch.storage.jobs import (
     PRIORITY_CACHE,
     PRIORITY_CLEANUP,
@@ -46,7 +47,6 @@ from unimatch.storage.jobs import (
     enqueue,
     enqueue_once,
 )
-from unimatch.scheduler.worker import DONE, JobRunner
 from unimatch.storage.pg import Database
 
 TIMEOUT = 60.0  # generous: two cores are shared with other suites

@@ -20,8 +20,8 @@ from tests.mailsink import Inbox, SmtpServer, free_port
 from unimatch.domain.config import Config
 from unimatch.scheduler.actor import SchedulerActor, start_scheduler, stop_scheduler
 from unimatch.scheduler.mail import SEND_EMAIL, Mailer, send_email
-from unimatch.storage.jobs import Backoff, Job, enqueue
 from unimatch.scheduler.worker import JobRunner
+from unimatch.storage.jobs import Backoff, Job, enqueue
 from unimatch.storage.pg import Database
 
 TIMEOUT = 60.0

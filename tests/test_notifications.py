@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories import make_user
-from unimatch.http.notifications import notify, publish_notification
 from unimatch.domain.config import Config
 from unimatch.http.app import create_app
+from unimatch.http.notifications import notify, publish_notification
 from unimatch.storage.notifications import add_notification
 from unimatch.storage.pg import Database
 

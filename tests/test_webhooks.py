@@ -20,14 +20,14 @@ from aiohttp.test_utils import TestClient
 
 from tests.factories import make_user
 from tests.waiting import eventually
-from unimatch.http.notifications import notify
 from unimatch.domain.config import Config
 from unimatch.http.app import create_app
+from unimatch.http.notifications import notify
 from unimatch.scheduler import webhooks as webhook_jobs
 from unimatch.scheduler.handlers import JobContext, PermanentJobError
-from unimatch.storage.jobs import Backoff, Job
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage import webhooks as webhook_store
+from unimatch.storage.jobs import Backoff, Job
 from unimatch.storage.notifications import add_notification
 from unimatch.storage.pg import Database
 

@@ -65,10 +65,13 @@ class Node:
     waits for it and re-raises its failure. Ray restarts a node that dies
     (nobody calls `ready` then, so start-up starts itself)."""
 
-    def __init__(self, config: Config, index: int, host: str, port: int) -> None:
+    def __init__(
+        self, config: Config, index: int, host: str, port: int, *, name: str | None = None
+    ) -> None:
         self.config = config
         self.index = index
-        self.name = node_name(index)
+        # The Ray actor name other processes send late answers to.
+        self.name = name or node_name(index)
         self.host_address, self.port = host, port
         self.actors = ActorHost(config)
         self.hub = SocketHub(index, config)

@@ -131,6 +131,7 @@ async def history(
     rows = await conn.fetch(HISTORY_BEFORE, match_id, before_seq or MAX_SEQ, limit)
     return list(reversed(rows))
 
-# The open matches of $1: what a socket of that user may address.
-OPEN_MATCHES = """
-SELECT id FROM matches WHERE (user_a = $1 OR user_b = $1) AND ended_at IS NULL"""
+# The matches of $1, open or ended: what a socket of that user may address
+# (the open ones), and what it is told has ended.
+MATCHES_OF = """
+SELECT id, ended_at IS NULL AS open FROM matches WHERE user_a = $1 OR user_b = $1"""

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from unimatch.domain import tokens
-from unimatch.domain.errors import DomainError, Forbidden, RateLimited, Unauthorized
+from unimatch.domain.errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized
 from unimatch.domain.metrics import WS_CLOSED, WS_FRAMES, WS_SEND_LATENCY, WS_SLOW_CLOSED
 from unimatch.http.keys import CONFIG, DB, NODE_INDEX, directory_of
 from unimatch.storage import messages as sql
@@ -172,7 +172,11 @@ class ChatSocket:
                 await self.conn.load_matches(self.app[DB])
         if match_id in self.conn.matches:
             return True
-        error = Forbidden("not an open match of yours", code="match_ended")
+        error: DomainError = (
+            Forbidden("this match has ended", code="match_ended")
+            if match_id in self.conn.ended
+            else NotFound("no such match", code="not_found")
+        )
         self.conn.send_frame(frame_for(error, match_id=str(match_id), **context))
         return False
 

@@ -50,6 +50,7 @@ class Connection:
     __slots__ = (
         "_close_task",
         "closing",
+        "ended",
         "holding",
         "id",
         "last_touch",
@@ -82,12 +83,14 @@ class Connection:
         # The user's open matches: frames naming another match are refused
         # without waking an actor. Kept current by `match` / `unmatch` frames.
         self.matches: set[uuid.UUID] = set()
+        self.ended: set[uuid.UUID] = set()
         self._close_task: asyncio.Task[None] | None = None
         self.queue = SendQueue(ws, queue_limit, self._overflow)
 
     async def load_matches(self, db: Database) -> None:
-        rows = await db.fetch(messages_sql.OPEN_MATCHES, self.user_id)
-        self.matches = {row["id"] for row in rows}
+        rows = await db.fetch(messages_sql.MATCHES_OF, self.user_id)
+        self.matches = {row["id"] for row in rows if row["open"]}
+        self.ended = {row["id"] for row in rows if not row["open"]}
 
     def send(self, data: bytes) -> bool:
         return self.queue.put(data)
@@ -109,6 +112,7 @@ class Connection:
             self.matches.add(uuid.UUID(match_id))
         elif kind == "unmatch":
             self.matches.discard(uuid.UUID(match_id))
+            self.ended.add(uuid.UUID(match_id))
         if self.scope is not None and match_id is not None and match_id != self.scope:
             return True  # another match: not for this scoped socket
         if kind == "message":

@@ -1,5 +1,5 @@
-"""The gateway actor drains gracefully: on shutdown it stops accepting new
-connections, lets requests in flight finish, and closes sockets with 1001."""
+"""A node drains gracefully: on shutdown it stops accepting new connections,
+lets requests in flight finish, and closes sockets with 1001."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ray
 from tests.factories import make_user
 from tests.waiting import eventually
 from unimatch.domain.config import Config
-from unimatch.http.gateway import Gateway
+from unimatch.server.node import Node
 from unimatch.server.platform import free_port
 from unimatch.storage.pg import Database
 
@@ -37,10 +37,11 @@ async def test_drain_finishes_in_flight_requests_and_closes_sockets_1001(
     platform: object, config: Config, db: Database
 ) -> None:
     port = free_port()
-    gateway = ray.remote(Gateway).options(
-        name="gateway-drain-test", namespace=config.namespace, num_cpus=0,
+    # A third node beside the platform's two: its calls go to their actors.
+    gateway = ray.remote(Node).options(
+        name="node-drain-test", namespace=config.namespace, num_cpus=0,
         max_concurrency=1000,
-    ).remote(config, 9, "127.0.0.1", port)
+    ).remote(config, 9, "127.0.0.1", port, name="node-drain-test")
     url = await gateway.ready.remote()
     user = await make_user(db, config)
     try:
@@ -58,7 +59,7 @@ async def test_drain_finishes_in_flight_requests_and_closes_sockets_1001(
             ))
             await eventually(lambda: db.fetchval(LOCK_WAITERS), within=TIMEOUT)
 
-            draining = asyncio.ensure_future(gateway.drain.remote())
+            draining = asyncio.ensure_future(gateway.drain_http.remote())
             closing = await asyncio.wait_for(ws.receive(), TIMEOUT)
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == 1001
@@ -73,4 +74,5 @@ async def test_drain_finishes_in_flight_requests_and_closes_sockets_1001(
             assert body["profile"]["display_name"] == "Drained"
             await asyncio.wait_for(draining, TIMEOUT)
     finally:
+        await gateway.drain.remote()
         ray.kill(gateway, no_restart=True)
