@@ -17,7 +17,7 @@ MIN_LENGTH = 10
 # argon2 pre-hashes any length cheaply; the cap only keeps request bodies sane.
 MAX_LENGTH = 256
 
-_COMMON_PASSWORDS = Path(__file__).parent / "storage" / "seed" / "common_passwords.txt"
+_COMMON_PASSWORDS = Path(__file__).parent / "common_passwords.txt"
 
 # argon2-cffi's defaults are the RFC 9106 "low memory" profile of argon2id.
 _hasher = PasswordHasher()
