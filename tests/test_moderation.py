@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.factories import PASSWORD, make_user
+from tests.waiting import eventually
 from unimatch.domain.config import Config
 from unimatch.domain.pairs import pair_id
 from unimatch.http.app import create_app
@@ -462,3 +463,33 @@ async def test_suspension_closes_open_sockets_with_4003(db, config, platform, ht
         assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 4003
     finally:
         await asyncio.gather(*(ws.close() for ws in opened))
+
+
+async def test_suspension_close_lands_through_its_job_when_the_push_is_lost(
+    client, db, config, platform, http
+):
+    """`client` serves without the actor system, so its close after the
+    commit reaches no socket: the durable job closes them anyway."""
+    moderator = await make_user(db, config, role="moderator")
+    target = await make_user(db, config)
+    ws = await http.ws_connect(f"/ws?token={target.token}")
+    try:
+        await ws.send_json({"type": "ping"})
+        await _frame(ws, "pong")
+        response = await client.post(f"{API}/moderation/users/{target.id}/suspend",
+                                     json={"reason": "spam"}, headers=moderator.auth)
+        assert response.status == 201, await response.text()
+        message = await ws.receive(timeout=60)
+        while message.type == aiohttp.WSMsgType.TEXT:
+            message = await ws.receive(timeout=60)
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 4003
+
+        async def job_done() -> bool:
+            status = await db.fetchval(
+                "SELECT status FROM jobs WHERE kind = 'close_sockets'"
+                " AND payload->>'user_id' = $1", str(target.id))
+            return status == "done"
+
+        await eventually(job_done, within=30)
+    finally:
+        await ws.close()

@@ -23,7 +23,7 @@ def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "RAY_ADDRESS", "JWT_SECRET",
                         "PROMETHEUS_MULTIPROC_DIR"}}
-    env.update(UNIMATCH_DATA_DIR=str(data_dir), SHARD_HOSTS="1", SCHEDULER_WORKERS="1")
+    env.update(UNIMATCH_DATA_DIR=str(data_dir), NODES="1", SCHEDULER_WORKERS="1")
     return env
 
 

@@ -16,6 +16,7 @@ from unimatch.domain.pairs import pair_id
 from unimatch.http.keys import CACHE, CONFIG, DB, directory_of
 from unimatch.http.permissions import (
     IsProfileComplete,
+    IsVerified,
     authorize,
     principal_of,
     requires,
@@ -75,7 +76,9 @@ async def swipe(request: web.Request) -> web.Response:
 
 
 @routes.get("/matches")
-@requires(IsProfileComplete)
+# A verified user is enough: one who removed her photos must still be able
+# to see her matches, leave one and block someone.
+@requires(IsVerified)
 async def list_matches(request: web.Request) -> web.Response:
     """The user's active matches: the other user, the last message, the
     unread count; cached as `match_list:{user_id}` for 2 minutes."""
@@ -90,7 +93,7 @@ async def list_matches(request: web.Request) -> web.Response:
 
 
 @routes.delete("/matches/{match_id}")
-@requires(IsProfileComplete)
+@requires(IsVerified)
 async def unmatch(request: web.Request) -> web.Response:
     """204: the match ends and its chat closes for both; 404 when the caller
     is not in it."""
@@ -101,7 +104,7 @@ async def unmatch(request: web.Request) -> web.Response:
 
 
 @routes.post("/blocks")
-@requires(IsProfileComplete)
+@requires(IsVerified)
 async def block(request: web.Request) -> web.Response:
     """`{user_id}` → 201: hidden both ways from now on, any match ended."""
     fields = Fields(await read_json(request))
@@ -118,7 +121,7 @@ async def block(request: web.Request) -> web.Response:
 
 
 @routes.delete("/blocks/{user_id}")
-@requires(IsProfileComplete)
+@requires(IsVerified)
 async def unblock(request: web.Request) -> web.Response:
     """204: the block is lifted (an ended match stays ended); 404 when there
     was none."""

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from unimatch.actors.notify import clear_notifications_cache, publish_notification, push_to_user
+from unimatch.domain.closes import CLOSE_FORBIDDEN
 from unimatch.domain.errors import NotFound, ValidationFailed
 from unimatch.domain.metrics import MODERATION_ACTIONS, REPORTS_FILED
 from unimatch.http.keys import CACHE, DB, DIRECTORY, LIMITER
@@ -30,7 +31,6 @@ from unimatch.storage.ratelimit import Limit
 log = logging.getLogger("unimatch.moderation")
 
 REPORTS_PER_HOUR = Limit(burst=20, per_seconds=3600)
-SUSPENDED_CLOSE_CODE = 4003
 MAX_REASON = 500
 MAX_DETAILS = 2000
 
@@ -47,7 +47,7 @@ async def _disconnect(directory: Any, user_id: uuid.UUID) -> None:
         return
     try:
         await directory.call(
-            "user", str(user_id), "disconnect", SUSPENDED_CLOSE_CODE, "suspended"
+            "user", str(user_id), "disconnect", CLOSE_FORBIDDEN, "suspended"
         )
     except Exception as exc:
         log.warning("could not close the sockets of suspended user %s: %r", user_id, exc)

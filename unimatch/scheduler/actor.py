@@ -18,6 +18,8 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from unimatch.actors.directory import ActorDirectory
+from unimatch.actors.links import remote_directory
 from unimatch.domain.config import Config
 from unimatch.scheduler.handlers import HANDLERS
 from unimatch.scheduler.mail import Mailer
@@ -35,6 +37,7 @@ HANDLER_MODULES = [
     "unimatch.scheduler.periodic",
     "unimatch.scheduler.feed_refresh",
     "unimatch.scheduler.webhooks",
+    "unimatch.scheduler.sockets",
 ]
 
 _DRAIN_GRACE_SECONDS = 30.0
@@ -104,7 +107,11 @@ class SchedulerActor:
             retries=self.config.pg_retries,
             slow_query_ms=self.config.slow_query_ms,
         )
-        services: dict[type, object] = {Mailer: Mailer(self.config)}
+        services: dict[type, object] = {
+            Mailer: Mailer(self.config),
+            # Jobs that reach users' actors (closing a suspended user's sockets).
+            ActorDirectory: remote_directory(self.config.namespace, self.config.nodes),
+        }
         if self.config.redis_url:
             self.cache = Cache(connect_redis(self.config.redis_url), self.config.redis_prefix)
             services[Cache] = self.cache

@@ -39,6 +39,8 @@ from unimatch.storage.pg import Database
 # transaction, so a listening worker wakes on commit, never before.
 CHANNEL = "unimatch_jobs"
 
+# Closing a suspended user's sockets goes before everything else.
+PRIORITY_AUTHORITY = 5
 PRIORITY_NOTIFICATION = 10
 PRIORITY_WEBHOOK = 20
 PRIORITY_MAIL = 30
@@ -49,6 +51,7 @@ PRIORITY_DEFAULT = 100  # the column default, for kinds not in the table
 # The default priority of each known kind. It lives here, not beside the
 # handlers, because enqueueing processes need not import any handler module.
 DEFAULT_PRIORITY: Mapping[str, int] = {
+    "close_sockets": PRIORITY_AUTHORITY,
     "send_notification": PRIORITY_NOTIFICATION,
     "deliver_webhook": PRIORITY_WEBHOOK,
     "send_email": PRIORITY_MAIL,
@@ -371,3 +374,19 @@ async def enqueue_email(
     """Enqueue a `send_email` job on `conn` (inside the caller's transaction).
     `options` are `queue.enqueue`'s keywords (priority, run_at, dedupe_key...)."""
     return await enqueue(conn, SEND_EMAIL, {"to": to, "subject": subject, "text": text}, **options)
+
+
+# The job that closes every socket of a user (its handler is
+# `scheduler.sockets.close_sockets`).
+CLOSE_SOCKETS = "close_sockets"
+
+
+async def enqueue_close_sockets(
+    conn: asyncpg.Connection, user_id: UUID, code: int, reason: str
+) -> UUID | None:
+    """In the transaction that takes a user's authority away (a suspension):
+    close their sockets, retried until a node confirms it."""
+    return await enqueue(
+        conn, CLOSE_SOCKETS, {"user_id": str(user_id), "code": code, "reason": reason},
+        max_attempts=20,
+    )

@@ -27,8 +27,10 @@ from typing import Any
 
 import asyncpg
 
+from unimatch.domain.closes import CLOSE_FORBIDDEN
 from unimatch.domain.errors import Conflict, Forbidden, NotFound
 from unimatch.storage.accounts import revoke_user_families
+from unimatch.storage.jobs import enqueue_close_sockets
 from unimatch.storage.notifications import (
     KIND_REPORT_RESOLVED,
     KIND_SUSPENSION,
@@ -245,6 +247,9 @@ async def suspend_user(
     replaced = bool(await conn.fetch(LIFT_ACTIVE, user_id, moderator_id))
     row = await conn.fetchrow(INSERT_SUSPENSION, user_id, reason, until, report_id, moderator_id)
     await revoke_user_families(conn, user_id, "suspended")
+    # The sockets close at once after the commit (best effort, by the shell),
+    # and this job makes sure they do even if that push is lost.
+    await enqueue_close_sockets(conn, user_id, CLOSE_FORBIDDEN, "suspended")
     end_reason = "ban" if until is None else "suspend"
     ended = [
         (r["id"], r["partner_id"])

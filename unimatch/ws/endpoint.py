@@ -27,6 +27,12 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from unimatch.domain import tokens
+from unimatch.domain.closes import (
+    CLOSE_FORBIDDEN,
+    CLOSE_GOING_AWAY,
+    CLOSE_RATE_LIMITED,
+    CLOSE_UNAUTHORIZED,
+)
 from unimatch.domain.errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized
 from unimatch.domain.metrics import WS_CLOSED, WS_FRAMES, WS_SEND_LATENCY, WS_SLOW_CLOSED
 from unimatch.http.keys import CONFIG, DB, NODE_INDEX, directory_of
@@ -34,9 +40,6 @@ from unimatch.storage import messages as sql
 from unimatch.storage.users import load_principal
 from unimatch.ws import codec
 from unimatch.ws.errors import (
-    CLOSE_FORBIDDEN,
-    CLOSE_GOING_AWAY,
-    CLOSE_RATE_LIMITED,
     close_code_for,
     frame_for,
     unexpected_frame,
@@ -65,7 +68,6 @@ SOCKET_SENDS_IN_FLIGHT = 256
 # A socket that names a match it does not know re-reads its matches at most
 # this often (a match formed since); other unknown ids are refused unread.
 MATCHES_REFRESH_EVERY = 1.0
-CLOSE_UNAUTHORIZED = 4001
 
 
 class ChatSocket:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from unimatch.domain.closes import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHORIZED,
+)
 from unimatch.domain.errors import DomainError, Forbidden, RateLimited, Unauthorized, Unavailable
 from unimatch.ws.codec import error_frame
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNAUTHORIZED = 4001
-CLOSE_FORBIDDEN = 4003
-CLOSE_RATE_LIMITED = 4008
 
 # Errors that close the socket instead of answering a frame.
 CLOSE_BY_ERROR: dict[type[DomainError], int] = {

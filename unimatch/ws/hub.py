@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from unimatch.actors.user import CLOSE_FRAME
+from unimatch.domain.closes import CLOSE_GOING_AWAY, CLOSE_RATE_LIMITED
 from unimatch.domain.config import Config
 from unimatch.domain.metrics import (
     WS_CLOSED,
@@ -28,7 +29,6 @@ from unimatch.domain.metrics import (
 from unimatch.storage import messages as messages_sql
 from unimatch.storage.pg import Database
 from unimatch.ws.codec import encode
-from unimatch.ws.errors import CLOSE_GOING_AWAY, CLOSE_RATE_LIMITED
 from unimatch.ws.sendqueue import SendQueue
 
 log = logging.getLogger("unimatch.ws")
