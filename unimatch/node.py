@@ -29,6 +29,7 @@ from unimatch.actors.host import ShardHost, start_host_actors
 from unimatch.actors.push import LOCAL_GATEWAY
 from unimatch.config import Config
 from unimatch.http.gateway import Gateway
+from unimatch.logs import configure_logging
 
 log = logging.getLogger("unimatch.node")
 
@@ -41,6 +42,7 @@ class Node:
         self.index = index
         self.shard = ShardHost(config, index)
         self.gateway = Gateway(config, index, host, port, local_host=self.shard)
+        configure_logging(config, process=f"node-{index}")
         # Wired here, not in `ready`: after a restart by Ray nobody calls ready.
         self._wired = asyncio.get_event_loop().create_task(self._wire())
 

@@ -35,12 +35,15 @@ def init_ray(config: Config) -> bool:
     # Ray starts its workers at nice 15; ours serve users, so they run at the
     # same priority as PostgreSQL and Redis.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # Workers' stdout reaches ours line for line, unprefixed and undeduplicated,
+    # so each JSON log line stays one (see unimatch.logs).
+    os.environ.update(RAY_DISABLE_WORKER_LOG_PREFIX="1", RAY_DEDUP_LOGS="0")
     import ray
 
     if ray.is_initialized():
         return False
     if config.ray_address:
-        ray.init(address=config.ray_address, namespace=config.namespace, log_to_driver=False)
+        ray.init(address=config.ray_address, namespace=config.namespace, log_to_driver=True)
     else:
         # "local" starts a Ray of our own even if `ray start` left one running.
         ray.init(
@@ -48,7 +51,7 @@ def init_ray(config: Config) -> bool:
             namespace=config.namespace,
             include_dashboard=False,
             configure_logging=False,
-            log_to_driver=False,
+            log_to_driver=True,
         )
     return True
 

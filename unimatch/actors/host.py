@@ -28,6 +28,7 @@ from unimatch.actors.base import Services, VirtualActor
 from unimatch.actors.directory import DEFAULT_NAME_PREFIX, ActorDirectory, Call, Outcome, host_name
 from unimatch.config import Config
 from unimatch.errors import DomainError, NotFound, Unavailable
+from unimatch.logs import configure_logging
 from unimatch.metrics import (
     ACTOR_ACTIVATIONS,
     ACTOR_CALL_LATENCY,
@@ -94,6 +95,7 @@ class ShardHost:
         name_prefix: str = DEFAULT_NAME_PREFIX,
         directory: ActorDirectory | None = None,
     ) -> None:
+        configure_logging(config, process=f"host-{index}")
         self.config = config
         self.index = index
         self._name_prefix = name_prefix

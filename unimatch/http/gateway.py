@@ -18,6 +18,7 @@ from aiohttp import web
 from unimatch.config import Config
 from unimatch.http.app import create_app
 from unimatch.http.middleware import AccessLogger
+from unimatch.logs import configure_logging
 from unimatch.runtime import tune_gc
 
 log = logging.getLogger("unimatch.gateway")
@@ -51,7 +52,8 @@ class Gateway:
     async def _start(self) -> None:
         from unimatch.actors.directory import ActorDirectory
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        if self.local_host is None:  # a node names its own process
+            configure_logging(self.config, process=self.gateway_id)
         # A few calls in flight per host, the rest gathered into the next one:
         # under load many requests share one Ray call (about a millisecond of
         # CPU each, whatever it carries). The hosts never call back through

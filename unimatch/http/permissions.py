@@ -19,6 +19,7 @@ from aiohttp import web
 from unimatch import tokens
 from unimatch.errors import Forbidden, Unauthorized
 from unimatch.http.keys import CONFIG, DB
+from unimatch.logs import bind_user
 from unimatch.storage.users import Principal, load_principal
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -72,6 +73,7 @@ async def authorize(request: web.Request, *needs: Permission) -> Principal:
     principal = await authenticate(request)
     check(principal, needs)
     request[PRINCIPAL] = principal
+    bind_user(principal.user_id)  # on every line logged for the rest of the request
     return principal
 
 

@@ -19,6 +19,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from unimatch.config import Config
+from unimatch.logs import configure_logging
 from unimatch.scheduler import queue
 from unimatch.scheduler.handlers import HANDLERS
 from unimatch.scheduler.mail import Mailer
@@ -73,6 +74,7 @@ class SchedulerActor:
         periodic: bool = True,
         handler_modules: Sequence[str] = (),
     ) -> None:
+        configure_logging(config, process="scheduler")
         self.config = config
         self._options: dict[str, Any] = {
             "poll_interval": poll_interval,
