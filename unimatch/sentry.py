@@ -88,6 +88,8 @@ def configure_sentry(config: Config, *, process: str | None = None) -> bool:
         sentry_sdk.init(
             dsn=config.sentry_dsn,
             integrations=[AioHttpIntegration()],
+            # Only what is listed: no global patches of asyncpg or redis.
+            auto_enabling_integrations=False,
             send_default_pii=False,
             include_local_variables=False,
             max_request_body_size="never",
