@@ -71,7 +71,9 @@ class _ProcessFields:
 
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
         event.setdefault("process", self.process)
-        event.setdefault("pid", os.getpid())
+        record = event.get("_record")
+        # A stdlib record has read the pid already.
+        event.setdefault("pid", record.process if record is not None else os.getpid())
         return event
 
 
