@@ -5,6 +5,7 @@ leaves no process behind; its data survives for the next start."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -54,12 +55,13 @@ async def _terminate(
 
 
 async def _read_url(stream: asyncio.StreamReader) -> str:
+    """The URL from serve's log line saying it listens (stdout is JSON lines)."""
     while True:
-        line = (await stream.readline()).decode()
+        line = await stream.readline()
         if not line:
             raise AssertionError("serve exited before it listened")
-        if "listening on" in line:
-            return line.rsplit(" ", 1)[1].strip()
+        if b"listening on" in line and b'"url"' in line:
+            return str(json.loads(line)["url"])
 
 
 async def test_serve_with_embedded_servers_and_clean_shutdown(tmp_path: Path) -> None:
@@ -117,8 +119,8 @@ async def test_a_signal_while_starting_stops_the_start_and_leaves_nothing(
     assert proc.stdout is not None and proc.stderr is not None
     try:
         async def migrated() -> None:  # the schema is in: actors start next
-            while b"applied migration 040" not in await proc.stderr.readline():
-                assert not proc.stderr.at_eof(), "serve exited before it migrated"
+            while b"applied migration 040" not in await proc.stdout.readline():
+                assert not proc.stdout.at_eof(), "serve exited before it migrated"
 
         await asyncio.wait_for(migrated(), START_TIMEOUT)
         running = _processes_of(proc.pid, data_dir)

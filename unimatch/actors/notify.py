@@ -26,7 +26,7 @@ from unimatch.storage.cache import Cache, notifications_key
 from unimatch.storage.notifications import add_notification
 from unimatch.storage.pg import Database
 
-log = logging.getLogger("unimatch.notify")
+log = logging.getLogger("unimatch.actors.notify")
 
 
 def notification_frame(notification: dict[str, Any]) -> dict[str, Any]:

@@ -117,6 +117,12 @@ class Config:
     # Webhook deliveries to private, loopback or link-local addresses (SSRF).
     webhook_allow_private: bool = False
 
+    # Logs: one JSON line per event on stdout ("json"), or "text" for people.
+    log_format: str = "json"
+    log_level: str = "INFO"
+    # Errors go to Sentry when set (unimatch.domain.sentry); PII is never sent.
+    sentry_dsn: str | None = field(default=None, repr=False)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Config:
         """Build the configuration; `env` wins over a `.env` file in the cwd."""
@@ -132,6 +138,12 @@ class Config:
         smtp_tls = merged.get("SMTP_TLS", "false").strip().lower()
         if smtp_tls not in {"false", "starttls", "tls"}:
             raise ValueError(f"SMTP_TLS must be false, starttls or tls, got {smtp_tls!r}")
+        log_format = merged.get("LOG_FORMAT", "json").strip().lower() or "json"
+        if log_format not in {"json", "text"}:
+            raise ValueError(f"LOG_FORMAT must be json or text, got {log_format!r}")
+        log_level = merged.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
         return cls(
             data_dir=data_dir,
             database_url=merged.get("DATABASE_URL") or None,
@@ -164,6 +176,9 @@ class Config:
             namespace=merged.get("RAY_NAMESPACE", "unimatch"),
             redis_prefix=merged.get("REDIS_PREFIX", ""),
             webhook_allow_private=_bool(merged.get("WEBHOOK_ALLOW_PRIVATE", "false")),
+            log_format=log_format,
+            log_level=log_level,
+            sentry_dsn=merged.get("SENTRY_DSN") or None,
         )
 
     def with_(self, **changes: object) -> Config:

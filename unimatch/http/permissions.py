@@ -18,6 +18,7 @@ from aiohttp import web
 
 from unimatch.domain import tokens
 from unimatch.domain.errors import Forbidden, Unauthorized
+from unimatch.domain.logs import bind_user
 from unimatch.http.keys import CONFIG, DB
 from unimatch.storage.users import Principal, load_principal
 
@@ -72,6 +73,7 @@ async def authorize(request: web.Request, *needs: Permission) -> Principal:
     principal = await authenticate(request)
     check(principal, needs)
     request[PRINCIPAL] = principal
+    bind_user(principal.user_id)  # on every line logged for the rest of the request
     return principal
 
 

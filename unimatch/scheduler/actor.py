@@ -21,6 +21,7 @@ from typing import Any
 from unimatch.actors.directory import ActorDirectory
 from unimatch.actors.links import remote_directory
 from unimatch.domain.config import Config
+from unimatch.domain.logs import configure_logging
 from unimatch.scheduler.handlers import HANDLERS
 from unimatch.scheduler.mail import Mailer
 from unimatch.scheduler.periodic import PeriodicEnqueuer
@@ -76,6 +77,7 @@ class SchedulerActor:
         periodic: bool = True,
         handler_modules: Sequence[str] = (),
     ) -> None:
+        configure_logging(config, process="scheduler")
         self.config = config
         self._options: dict[str, Any] = {
             "poll_interval": poll_interval,

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from unimatch.domain.config import Config
+from unimatch.domain.logs import configure_logging
 
 log = logging.getLogger("unimatch")
 
@@ -52,7 +53,12 @@ def _metrics_dir(config: Config) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Workers' stdout reaches ours line for line, unprefixed and undeduplicated,
+    # so each JSON log line stays one (see unimatch.domain.logs). Ray reads
+    # these when it is imported, which the platform module does.
+    os.environ.update(RAY_DISABLE_WORKER_LOG_PREFIX="1", RAY_DEDUP_LOGS="0")
     config = Config.from_env()
+    configure_logging(config, process="cli")
     _metrics_dir(config)
     stop = threading.Event()
     serving = threading.Event()
@@ -79,7 +85,7 @@ def serve(args: argparse.Namespace) -> int:
             platform = Platform.start(config, args.host, args.port)
             serving.set()
             try:
-                print(f"UniMatch listening on {platform.url}", flush=True)
+                log.info("UniMatch listening on %s", platform.url, extra={"url": platform.url})
                 while not stop.wait(0.5):
                     pass
                 log.info("shutting down")
@@ -90,7 +96,7 @@ def serve(args: argparse.Namespace) -> int:
                 import ray
 
                 ray.shutdown()
-    print("UniMatch stopped", flush=True)
+    log.info("UniMatch stopped")
     return 0
 
 
@@ -98,6 +104,7 @@ def migrate(args: argparse.Namespace) -> int:
     from unimatch.storage.migrations import apply_migrations
 
     config = Config.from_env()
+    configure_logging(config, process="cli", stream=sys.stderr)  # stdout is the result
     with _services(config) as config:
         assert config.database_url
         applied = asyncio.run(apply_migrations(config.database_url))
@@ -115,10 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser = sub.add_parser("migrate", help="apply pending schema migrations")
     migrate_parser.set_defaults(run=migrate)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         return args.run(args)
     except KeyboardInterrupt:  # a signal before the platform served: already cleaned up

@@ -43,6 +43,7 @@ from unimatch.actors.links import (
 )
 from unimatch.actors.ports import ActorLink, Delivery, Outcome
 from unimatch.domain.config import Config
+from unimatch.domain.logs import configure_logging
 from unimatch.http.app import create_app
 from unimatch.http.middleware import AccessLogger
 from unimatch.server.runtime import tune_gc
@@ -81,6 +82,7 @@ class Node:
         self.directory: ActorDirectory | None = None
         self._db: Database | None = None
         self._cache: Cache | None = None
+        configure_logging(config, process=self.name)
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> None:

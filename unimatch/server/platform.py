@@ -42,7 +42,7 @@ def init_ray(config: Config) -> bool:
     if ray.is_initialized():
         return False
     if config.ray_address:
-        ray.init(address=config.ray_address, namespace=config.namespace, log_to_driver=False)
+        ray.init(address=config.ray_address, namespace=config.namespace, log_to_driver=True)
     else:
         # "local" starts a Ray of our own even if `ray start` left one running.
         ray.init(
@@ -50,7 +50,7 @@ def init_ray(config: Config) -> bool:
             namespace=config.namespace,
             include_dashboard=False,
             configure_logging=False,
-            log_to_driver=False,
+            log_to_driver=True,
         )
     return True
 

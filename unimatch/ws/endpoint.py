@@ -34,8 +34,10 @@ from unimatch.domain.closes import (
     CLOSE_UNAUTHORIZED,
 )
 from unimatch.domain.errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized
+from unimatch.domain.logs import bind_connection
 from unimatch.domain.metrics import WS_CLOSED, WS_FRAMES, WS_SEND_LATENCY, WS_SLOW_CLOSED
 from unimatch.http.keys import CONFIG, DB, NODE_INDEX, directory_of
+from unimatch.http.permissions import PRINCIPAL
 from unimatch.storage import messages as sql
 from unimatch.storage.users import load_principal
 from unimatch.ws import codec
@@ -438,6 +440,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         return await _reject(ws, code, exc)
     hub = request.app[HUB]
     conn = Connection(ws, principal.user_id, scope, config.ws_send_queue)
+    # Every line this socket's tasks log names the connection and the user;
+    # the access line at close names the user.
+    bind_connection(conn.id, principal.user_id)
+    request[PRINCIPAL] = principal
     await conn.load_matches(request.app[DB])
     hub.add(conn)
     session = ChatSocket(request, conn)
