@@ -110,7 +110,7 @@ async def test_a_signal_while_starting_stops_the_start_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
     data_dir = (tmp_path / "data").resolve()
-    env = {**_env(data_dir), "COLOCATED": "true"}
+    env = _env(data_dir)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "unimatch.server.cli", "serve", "--port", str(free_port()),
         env=env, cwd=tmp_path,
