@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -153,6 +154,15 @@ def _browser_suite(url: str, outbox: Path) -> dict[str, int]:
     return stats
 
 
+def _lighthouse(url: str) -> dict[str, Any]:
+    """Lighthouse (mobile) on the discover and chat screens, signed in as the
+    accounts the browser suite made; its report (web/test-results/)."""
+    env = {**os.environ, "UNIMATCH_BASE_URL": url, "CHROME_PATH": CHROMIUM}
+    _run(["npm", "run", "lighthouse"], BROWSER_TIMEOUT, env)
+    report: dict[str, Any] = json.loads((WEB / "test-results" / "lighthouse.json").read_text())
+    return report
+
+
 async def test_two_students_in_real_browsers(served: tuple[str, Path]) -> None:
     url, outbox = served
     stats = await asyncio.to_thread(_browser_suite, url, outbox)
@@ -161,6 +171,13 @@ async def test_two_students_in_real_browsers(served: tuple[str, Path]) -> None:
     screens = {p.stem for p in (WEB / "test-results" / "screens").glob("*.png")}
     assert {"signup", "verify", "onboarding", "discover", "match-celebration", "matches",
             "chat", "chat-offline", "notifications"} <= screens
+
+    report = await asyncio.to_thread(_lighthouse, url)
+    scores = {row["screen"]: row for row in report["lighthouse"]}
+    assert set(scores) == {"discover", "chat"}
+    for row in scores.values():
+        assert row["accessibility"] >= 95, row
+        assert row["performance"] >= 90, row
 
 
 def test_socket_client_unit_tests(web_build: Path) -> None:

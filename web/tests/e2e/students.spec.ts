@@ -6,6 +6,9 @@
  * history. And bad input shows the server's error beside its field.
  */
 
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+
 import { expect, test, type Page } from "@playwright/test";
 
 import {
@@ -14,6 +17,7 @@ import {
   newStudent,
   onboard,
   openStudent,
+  SCREENS,
   screenshot,
   signUp,
   userIdOf,
@@ -182,6 +186,23 @@ test("two students match and chat, across a dropped connection and a reload", as
     await a.page.goto(`/profile?u=${brianId}&m=${matchId}`);
     await expect(a.page.getByRole("heading", { name: "Brian" })).toBeVisible();
     await screenshot(a.page, "profile-report-block");
+  });
+
+  await test.step("a third student sees a full discover card", async () => {
+    const chebet = newStudent("Chebet", "Woman", "Man", [230, 140, 20]);
+    const c = await openStudent(browser);
+    watchForProblems(c.page, problems);
+    await signUp(c.page, chebet);
+    await verify(c.page, chebet);
+    await onboard(c.page, chebet, CAMPUS);
+    await c.page.getByRole("button", { name: "Start discovering" }).click();
+    await expect(c.page.getByTestId("discover-card")).toBeVisible();
+    await c.context.close();
+    // The accounts the Lighthouse run measures the discover and chat screens with.
+    await writeFile(
+      path.join(SCREENS, "..", "lighthouse-accounts.json"),
+      JSON.stringify({ discover: { email: chebet.email, password: chebet.password }, chat: { email: amina.email, password: amina.password, matchId } }),
+    );
   });
 
   expect(problems).toEqual([]);
