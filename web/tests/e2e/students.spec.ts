@@ -71,6 +71,7 @@ test("bad input shows the server's error beside the field", async ({ browser }) 
   await page.getByRole("button", { name: "Save profile" }).click();
   await expect(page.getByTestId("error-birthdate")).toContainText("at least 18");
   await expect(page.getByLabel("Birthdate")).toHaveAttribute("aria-invalid", "true");
+  await page.getByLabel("Birthdate").scrollIntoViewIfNeeded();
   await screenshot(page, "onboarding-error");
   expect(problems).toEqual([]);
   await context.close();
