@@ -14,6 +14,9 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+# The static export of the web client, beside the package in a checkout.
+_DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "out"
+
 
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -75,6 +78,7 @@ class Config:
     mail_from: str = "UniMatch <no-reply@unimatch.local>"
 
     media_root: Path = Path(".unimatch/media")
+    web_root: Path = _DEFAULT_WEB_ROOT
     public_url: str = ""
 
     limit_register_per_hour: int = 100
@@ -158,6 +162,7 @@ class Config:
             smtp_tls=smtp_tls,
             mail_from=merged.get("MAIL_FROM", cls.mail_from),
             media_root=Path(merged.get("MEDIA_ROOT") or data_dir / "media"),
+            web_root=Path(merged.get("WEB_ROOT") or _DEFAULT_WEB_ROOT),
             public_url=merged.get("PUBLIC_URL", ""),
             limit_register_per_hour=_int(merged, "LIMIT_REGISTER_PER_HOUR", 100),
             limit_login_failures=_int(merged, "LIMIT_LOGIN_FAILURES", 5),

@@ -14,6 +14,7 @@ from unimatch.domain.config import Config
 from unimatch.http.keys import CACHE, CONFIG, DB, DIRECTORY, LIMITER, NODE_INDEX
 from unimatch.http.middleware import setup_middlewares
 from unimatch.http.routes import setup_routes
+from unimatch.http.static import setup_web_client
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
@@ -73,5 +74,6 @@ def create_app(
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.extend(extra_contexts)
     setup_routes(app)
+    setup_web_client(app)  # last: every platform route wins over the catch-all
     setup_middlewares(app)
     return app

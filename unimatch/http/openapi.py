@@ -724,6 +724,18 @@ def _operations_paths() -> dict[str, Any]:
                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
             secured=False,
         )},
+        "/{path}": {"get": _op(
+            "The web client: its pages and assets (unimatch.http.static)", "web", "web_client",
+            {"200": {"description": "A page (text/html, with its Content-Security-Policy) "
+                                    "or a static asset",
+                     "content": {"text/html": {"schema": {"type": "string"}}}}},
+            parameters=[{"name": "path", "in": "path", "required": True,
+                         "description": "a page or asset of the web client",
+                         "schema": {"type": "string"}}],
+            description="Registered after every other route: a path the platform "
+                        "serves never reaches it. 404 with the client's not-found page.",
+            secured=False, errors=("404",),
+        )},
         f"{API}/openapi.json": {"get": _op(
             "This document", "operations", "openapi",
             {"200": _ok({"type": "object"}, "OpenAPI 3.1")}, secured=False,
