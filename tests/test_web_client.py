@@ -93,7 +93,7 @@ async def served(
         JWT_SECRET=f"web-test-{RUN_ID}-" + "k" * 32,
         RAY_NAMESPACE=f"unimatch-web-{RUN_ID}",
         WEB_ROOT=str(web_build),
-        SHARD_HOSTS="1",
+        NODES="1",
         SCHEDULER_WORKERS="1",
         LOG_FORMAT="text",
     )
