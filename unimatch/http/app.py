@@ -10,12 +10,23 @@ from typing import Any
 from aiohttp import web
 
 from unimatch.config import Config
-from unimatch.http.keys import CACHE, CONFIG, DB, DIRECTORY, GATEWAY_ID, LIMITER
+from unimatch.http.keys import (
+    CACHE,
+    CONFIG,
+    DB,
+    DIRECTORY,
+    GATEWAY_ID,
+    LIMITER,
+    PASSWORDS,
+    PHOTO_DECODER,
+)
 from unimatch.http.middleware import setup_middlewares
 from unimatch.http.routes import setup_routes
+from unimatch.passwords import PasswordWork
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
+from unimatch.workpool import BoundedPool
 
 log = logging.getLogger("unimatch.http")
 
@@ -50,6 +61,18 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.close()
 
 
+async def work_pools_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The bounded CPU pools of this process: argon2 and photo decoding."""
+    config = app[CONFIG]
+    app[PASSWORDS] = PasswordWork(config.password_hash_workers, config.password_hash_queue)
+    app[PHOTO_DECODER] = BoundedPool(
+        "photo", config.photo_decode_workers, config.photo_decode_queue
+    )
+    yield
+    app[PASSWORDS].close()
+    app[PHOTO_DECODER].close()
+
+
 def create_app(
     config: Config,
     *,
@@ -66,6 +89,7 @@ def create_app(
     app[GATEWAY_ID] = gateway_id
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(work_pools_ctx)
     app.cleanup_ctx.extend(extra_contexts)
     setup_routes(app)
     setup_middlewares(app)

@@ -6,14 +6,19 @@ from aiohttp import web
 
 from unimatch.actors.directory import ActorDirectory
 from unimatch.config import Config
+from unimatch.passwords import PasswordWork
 from unimatch.storage.cache import Cache
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
+from unimatch.workpool import BoundedPool
 
 CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", Database)
 CACHE = web.AppKey("cache", Cache)
 LIMITER = web.AppKey("limiter", RateLimiter)
+# Bounded pools for argon2 and for photo decoding (503 past them).
+PASSWORDS = web.AppKey("passwords", PasswordWork)
+PHOTO_DECODER = web.AppKey("photo_decoder", BoundedPool)
 # None when the app runs without the actor system (in-process shell tests).
 DIRECTORY: web.AppKey[ActorDirectory | None] = web.AppKey("directory")
 GATEWAY_ID = web.AppKey("gateway_id", str)
