@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import io
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -16,8 +18,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from PIL import Image
 from prometheus_client import REGISTRY
 
 from tests.factories import PASSWORD as FACTORY_PASSWORD
@@ -42,6 +47,7 @@ from unimatch import tokens
 from unimatch.config import MIN_SECRET_BYTES, Config
 from unimatch.http.app import create_app
 from unimatch.http.keys import LIMITER
+from unimatch.scheduler import webhooks as webhook_jobs
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import Limit
@@ -493,3 +499,343 @@ async def test_a_retried_refresh_gets_the_same_pair_and_a_late_reuse_revokes(
                  401, "token_reused")
     await _error(await _post(client, "/auth/refresh", {"refresh": rotated["refresh"]}),
                  401, "token_revoked")
+
+
+# -- 6. the client address behind trusted proxies -------------------------------------
+
+
+async def _limited_registers(
+    client: TestClient, forwarded: list[str | None], *, local_addr: str = "127.0.0.1"
+) -> list[int]:
+    """Send one register request per `X-Forwarded-For` value from the TCP
+    source `local_addr`; the body is empty, so an allowed request is a 400
+    and one over the per-IP budget a 429 (the budget is spent first)."""
+    statuses = []
+    connector = aiohttp.TCPConnector(local_addr=(local_addr, 0), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for value in forwarded:
+            headers = {"X-Forwarded-For": value} if value is not None else {}
+            async with session.post(client.make_url(f"{API}/auth/register"), json={},
+                                    headers=headers) as response:
+                statuses.append(response.status)
+    return statuses
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
+    aiohttp_client, config: Config
+) -> None:
+    client = await aiohttp_client(create_app(config.with_(
+        trusted_proxies=("127.0.0.1/32",), limit_register_per_hour=2,
+    )))
+    # 127.0.0.2 is no proxy of ours: rotating forged addresses buys nothing.
+    forged = [_new_ip() for _ in range(3)]
+    assert await _limited_registers(client, forged, local_addr="127.0.0.2") == [400, 400, 429]
+    # From the trusted proxy, each forwarded client has its own budget...
+    assert await _limited_registers(client, [_new_ip() for _ in range(3)]) == [400] * 3
+    # ...and one client is one client.
+    same = _new_ip()
+    assert await _limited_registers(client, [same] * 3) == [400, 400, 429]
+    # A header whose last entry is garbage counts the proxy itself.
+    assert await _limited_registers(client, ["not-an-address"] * 2) == [400, 400]
+
+
+async def test_ipv6_clients_share_a_budget_per_64_and_hops_walk_from_the_right(
+    aiohttp_client, config: Config
+) -> None:
+    client = await aiohttp_client(create_app(config.with_(limit_register_per_hour=2)))
+    site, subnet = secrets.randbelow(65536), secrets.randbelow(65535)
+    prefix = f"2001:db8:{site:x}:{subnet:x}"
+    same_64 = [f"{prefix}::1", f"{prefix}:ffff::2", f"{prefix}:1:2:3:4"]
+    assert await _limited_registers(client, same_64) == [400, 400, 429]
+    # The next /64 is another subscriber.
+    assert await _limited_registers(client, [f"2001:db8:{site:x}:{subnet + 1:x}::1"]) == [400]
+
+    two_hops = await aiohttp_client(create_app(config.with_(
+        limit_register_per_hour=1, trusted_proxy_hops=2,
+    )))
+    client_ip, cdn = _new_ip(), "127.0.0.9"
+    # client -> our CDN (loopback, trusted) -> our nginx -> app
+    assert await _limited_registers(two_hops, [
+        f"{client_ip}, {cdn}", f"203.0.113.1, {client_ip}, {cdn}",
+    ]) == [400, 429]
+    # A peer of nginx that is not our CDN is the client; what it claims is ignored.
+    direct = _new_ip()
+    assert await _limited_registers(two_hops, [
+        f"{_new_ip()}, {direct}", f"{_new_ip()}, {direct}",
+    ]) == [400, 429]
+
+
+# -- 10. images ---------------------------------------------------------------------------
+
+
+def _flat_png(width: int, height: int) -> bytes:
+    """A one-colour RGB PNG written row by row (never held decoded here)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes((90, 160, 200)) * width
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    gradient = Image.linear_gradient("L").resize((width, height))
+    image = Image.merge("RGB", (gradient, gradient.rotate(90), gradient))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def _reset_peak_rss() -> None:
+    """Linux: VmHWM (the peak resident size) starts again from VmRSS."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+async def _upload_photo(client: TestClient, user, data: bytes, name: str = "p.jpg"):
+    form = aiohttp.FormData()
+    form.add_field("photo", data, filename=name, content_type="application/octet-stream")
+    return await client.post(f"{API}/me/photos", data=form, headers=user.auth)
+
+
+async def test_a_40_megapixel_png_is_refused_quickly_with_memory_bounded(
+    aiohttp_client, config: Config, db: Database, capsys
+) -> None:
+    client = await aiohttp_client(create_app(config))
+    user = await make_user(db, config)
+    bomb = _flat_png(8000, 5000)
+    photo = _jpeg(1600, 1200)
+    baseline_started = time.perf_counter()
+    accepted = await _upload_photo(client, user, photo)
+    baseline = time.perf_counter() - baseline_started
+    assert accepted.status == 201, await accepted.text()
+
+    # The peak resident size of this process (the server's) starts afresh.
+    _reset_peak_rss()
+    before = _rss_kib("VmRSS")
+    started = time.perf_counter()
+    refused = await _upload_photo(client, user, bomb, name="b.png")
+    elapsed = time.perf_counter() - started
+    peak_growth = _rss_kib("VmHWM") - before
+    with capsys.disabled():
+        print(f"\n40 MP PNG of {len(bomb) / 1024:.0f} KiB: refused in {elapsed * 1000:.1f} ms "
+              f"(a 1600x1200 JPEG takes {baseline * 1000:.1f} ms), peak RSS grew "
+              f"{peak_growth / 1024:.1f} MiB (decoding it would take "
+              f"{8000 * 5000 * 3 / 2**20:.0f} MiB)")
+    body = await refused.json()
+    assert refused.status == 400 and body["error"] == "image_too_large"
+    assert elapsed < baseline
+    assert peak_growth < 40 * 1024
+
+
+async def test_a_large_jpeg_is_decoded_reduced_in_draft_mode(
+    aiohttp_client, config: Config, db: Database
+) -> None:
+    client = await aiohttp_client(create_app(config))
+    user = await make_user(db, config)
+    # 24 MP: over the 12 MP decode cap, yet accepted, decoded at half size.
+    response = await _upload_photo(client, user, _jpeg(6000, 4000))
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert (body["width"], body["height"]) == (2048, 1365)
+
+
+async def test_photo_decodes_are_bounded_and_uploads_limited_per_user(
+    aiohttp_client, config: Config, db: Database
+) -> None:
+    client = await aiohttp_client(create_app(config.with_(
+        photo_decode_workers=1, photo_decode_queue=0, limit_photo_uploads_per_hour=2,
+    )))
+    photo = _jpeg(4000, 3000)
+    users = [await make_user(db, config) for _ in range(6)]
+    responses = await asyncio.wait_for(asyncio.gather(
+        *(_upload_photo(client, user, photo) for user in users)
+    ), timeout=120)
+    statuses = sorted(r.status for r in responses)
+    assert 201 in statuses and 503 in statuses and set(statuses) <= {201, 503}
+    busy = next(r for r in responses if r.status == 503)
+    assert (await busy.json())["error"] == "overloaded"
+    assert int(busy.headers["Retry-After"]) >= 1
+
+    small = _jpeg(200, 150)
+    user = users[0]
+    await _upload_photo(client, user, small)  # its second upload this hour
+    limited = await _upload_photo(client, user, small)
+    await _error(limited, 429, "rate_limited")
+
+
+# -- 12. webhooks -------------------------------------------------------------------------
+
+
+async def test_webhook_urls_that_hide_private_addresses_are_refused(
+    aiohttp_client, config: Config, db: Database
+) -> None:
+    strict = config.with_(webhook_allow_private=False, webhook_allow_http=False,
+                          webhook_ports=(80, 443))
+    client = await aiohttp_client(create_app(strict))
+    user = await make_user(db, config)
+    refused = {
+        "https://2852039166/h": "numeric",            # 169.254.169.254 as one number
+        "https://127.1/h": "numeric",
+        "https://0x7f.0.0.1/h": "numeric",
+        "https://0177.0.0.1/h": "numeric",
+        "https://0x7f000001/h": "numeric",
+        "https://[64:ff9b::7f00:1]/h": "private",     # NAT64 of 127.0.0.1
+        "https://[64:ff9b::a00:1]/h": "private",      # NAT64 of 10.0.0.1
+        "https://[2002:a9fe:a9fe::1]/h": "private",   # 6to4 of 169.254.169.254
+        "https://[::ffff:127.0.0.1]/h": "private",
+        "https://example.com:8080/h": "port",
+        "http://example.com/h": "https",
+    }
+    for url, reason in refused.items():
+        response = await client.post(f"{API}/webhooks", json={"url": url, "events": ["match"]},
+                                     headers=user.auth)
+        body = await _error(response, 400, "validation_failed")
+        assert reason in body["detail"]["url"][0], (url, body)
+    for url in ("https://example.com/h", "https://example.com:443/h", "https://8.8.8.8/h",
+                "https://[2002:808:808::1]/h"):
+        response = await client.post(f"{API}/webhooks", json={"url": url, "events": ["match"]},
+                                     headers=user.auth)
+        assert response.status == 201, (url, await response.text())
+    relaxed = await aiohttp_client(create_app(strict.with_(webhook_allow_http=True,
+                                                           webhook_ports=(80, 443, 8080))))
+    response = await relaxed.post(
+        f"{API}/webhooks", json={"url": "http://example.com:8080/h", "events": ["match"]},
+        headers=user.auth,
+    )
+    assert response.status == 201, await response.text()
+
+
+@pytest.fixture
+async def flooding_receiver() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """A receiver that answers 200 with a gzip bomb, then streams more junk:
+    up to 64 MiB in all, counting what it managed to send."""
+    import gzip
+
+    bomb = gzip.compress(bytes(32 * 2**20))
+    sent = {"bytes": 0}
+
+    async def hook(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Encoding": "gzip",
+                                               "Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            await response.write(bomb)
+            sent["bytes"] += len(bomb)
+            for _ in range(64):
+                await response.write(bytes(2**20))
+                sent["bytes"] += 2**20
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/hook", sent
+    await runner.cleanup()
+
+
+async def test_a_receiver_cannot_make_a_delivery_read_a_large_or_compressed_body(
+    flooding_receiver, config: Config
+) -> None:
+    url, sent = flooding_receiver
+    policy = webhook_jobs.DestinationPolicy.from_config(config)
+    answer = await asyncio.wait_for(
+        webhook_jobs.post_delivery(url, b"{}", {"Content-Type": "application/json"}, policy),
+        timeout=30,
+    )
+    assert answer.status == 200
+    assert len(answer.head) <= webhook_jobs.MAX_RESPONSE_BYTES
+    assert answer.head[:2] == b"\x1f\x8b"  # still compressed: nothing was inflated
+    total = 32 * 2**20 // 1000 + 64 * 2**20
+    assert sent["bytes"] < total
+
+
+async def test_deliveries_are_signed_with_a_timestamp_receivers_can_check(
+    aiohttp_client, config: Config, db: Database
+) -> None:
+    from tests.test_webhooks import _verify
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.read()))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        secret = secrets.token_hex(32)
+        body = b'{"event":"match"}'
+        signature = webhook_jobs.sign(secret, body)
+        answer = await webhook_jobs.post_delivery(
+            f"http://127.0.0.1:{port}/hook", body,
+            {webhook_jobs.SIGNATURE_HEADER: signature},
+            webhook_jobs.DestinationPolicy.from_config(config),
+        )
+        assert answer.status == 200
+        ((headers, got),) = received
+        assert got == body
+        assert _verify(secret, headers, got)
+        t = int(time.time())
+        assert headers[webhook_jobs.SIGNATURE_HEADER].startswith(f"t={t}") or \
+            headers[webhook_jobs.SIGNATURE_HEADER].startswith(f"t={t - 1}")
+        # A capture replayed later carries an old timestamp: refused.
+        old = {webhook_jobs.SIGNATURE_HEADER: webhook_jobs.sign(secret, body, t - 3600)}
+        assert not _verify(secret, old, body)
+        # And the timestamp cannot be swapped without the secret.
+        forged = headers[webhook_jobs.SIGNATURE_HEADER].replace(f"t={t}", f"t={t + 1}")
+        assert not _verify(secret, {webhook_jobs.SIGNATURE_HEADER: forged}, body)
+    finally:
+        await runner.cleanup()
+
+
+# -- 14. operations endpoints -------------------------------------------------------------
+
+
+async def test_metrics_are_served_only_to_allowed_tcp_peers(
+    aiohttp_client, config: Config
+) -> None:
+    client = await aiohttp_client(create_app(config.with_(metrics_allow=("127.0.0.1/32",))))
+    refused_before = _sample("unimatch_metrics_refused_total")
+    for local_addr, headers, status in (
+        ("127.0.0.2", {}, 404),
+        ("127.0.0.2", {"X-Forwarded-For": "127.0.0.1"}, 404),
+        ("127.0.0.1", {}, 200),
+    ):
+        connector = aiohttp.TCPConnector(local_addr=(local_addr, 0), force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session, session.get(
+            client.make_url("/metrics"), headers=headers
+        ) as response:
+            assert response.status == status, (local_addr, headers)
+            if status == 404:
+                assert await response.json() == {
+                    "error": "not_found", "status_code": 404, "detail": "no such resource",
+                }
+            else:
+                assert "unimatch_http_requests_total" in await response.text()
+    assert _sample("unimatch_metrics_refused_total") == refused_before + 2
