@@ -147,8 +147,10 @@ def config(
         pg_pool_overflow=5,
         namespace=f"unimatch-test-{RUN_ID}",
         actor_kinds=(("counter", "tests.actor_kinds:Counter"),),
-        # Webhook receivers in tests listen on loopback.
+        # Webhook receivers in tests listen on loopback, over http, on any port.
         webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_ports=None,
     )
 
 

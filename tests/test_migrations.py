@@ -42,7 +42,7 @@ async def test_migrations_apply_once_and_reapply_as_noop(pg_admin_dsn: str) -> N
 async def test_concurrent_migrate_processes_do_not_collide(pg_admin_dsn: str) -> None:
     name, dsn = await _fresh_database(pg_admin_dsn)
     env_dsn = {"DATABASE_URL": dsn, "REDIS_URL": "redis://127.0.0.1:6379/0",
-               "JWT_SECRET": "x"}
+               "JWT_SECRET": "x" * 32}
     try:
         import os
 

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import hmac
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -113,9 +114,13 @@ async def _delivery(db: Database, webhook_id: str):
     )
 
 
-def _verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers["X-UniMatch-Signature"])
+def _verify(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 300) -> bool:
+    """What a receiver does: `t=<unix>,v1=<hex>` over "<t>.<body>", and a
+    timestamp within the tolerance (replay protection)."""
+    fields = dict(part.split("=", 1) for part in headers["X-UniMatch-Signature"].split(","))
+    t = int(fields["t"])
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - t) <= tolerance
 
 
 async def test_signed_delivery_retried_until_accepted(client, db, config, receiver, jobs):

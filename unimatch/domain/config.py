@@ -6,6 +6,7 @@ unchanged: each process builds its own clients from the same values.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -40,6 +41,49 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+# HS256 keys and the keys derived from this one need at least 256 bits.
+MIN_SECRET_BYTES = 32
+LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _cidrs(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    values = _list(env, name, default)
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {value!r} is not an address or CIDR") from exc
+    return values
+
+
+def _ports(env: Mapping[str, str], name: str) -> tuple[int, ...] | None:
+    """`*` allows every port (None); otherwise a comma list."""
+    raw = env.get(name, "").strip()
+    if raw == "*":
+        return None
+    try:
+        return tuple(int(p) for p in _list(env, name, ("80", "443")))
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a comma list of ports or *, got {raw!r}") from exc
+
+
+def check_secret(secret: str) -> str:
+    """Refuse a signing key too short to be safe (a generated one is 64 bytes)."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes; leave it unset to "
+            "have one generated"
+        )
+    return secret
 
 
 def _jwt_secret(data_dir: Path) -> str:
@@ -86,6 +130,32 @@ class Config:
     limit_likes_per_day: int = 100
     limit_chat_burst: int = 60
     limit_chat_per_second: float = 10.0
+    # Login attempts in 15 minutes across every address for one account, and
+    # across every account from one address (students share NAT addresses).
+    limit_login_per_account: int = 20
+    limit_login_per_ip: int = 100
+    # OTP and reset-code checks in 15 minutes per address and per account.
+    limit_otp_verify_per_ip: int = 100
+    limit_otp_verify_per_account: int = 10
+    # Codes (verification or reset) mailed to one account in 24 hours.
+    limit_codes_per_day: int = 10
+    limit_photo_uploads_per_hour: int = 20
+    # Password hashing in flight per process: running, then waiting; past
+    # both, 503 with Retry-After.
+    password_hash_workers: int = 2
+    password_hash_queue: int = 16
+    photo_decode_workers: int = 2
+    photo_decode_queue: int = 4
+    # A refresh token presented again this soon after its use gets the same
+    # new pair (a retry, a second tab) instead of revoking its family.
+    refresh_reuse_grace: float = 10.0
+
+    # Peers whose X-Forwarded-For is believed, and how many proxies of ours
+    # stand in front of the app (see unimatch.http.client_address).
+    trusted_proxies: tuple[str, ...] = LOOPBACK_CIDRS
+    trusted_proxy_hops: int = 1
+    # TCP peers that may read /metrics.
+    metrics_allow: tuple[str, ...] = LOOPBACK_CIDRS
 
     pg_pool_size: int = 20
     pg_pool_overflow: int = 10
@@ -120,6 +190,9 @@ class Config:
     actor_kinds: tuple[tuple[str, str], ...] = ()
     # Webhook deliveries to private, loopback or link-local addresses (SSRF).
     webhook_allow_private: bool = False
+    webhook_allow_http: bool = False
+    # Ports a webhook URL may name; None allows any.
+    webhook_ports: tuple[int, ...] | None = (80, 443)
 
     # Logs: one JSON line per event on stdout ("json"), or "text" for people.
     log_format: str = "json"
@@ -153,7 +226,7 @@ class Config:
             database_url=merged.get("DATABASE_URL") or None,
             redis_url=merged.get("REDIS_URL") or None,
             ray_address=merged.get("RAY_ADDRESS") or None,
-            jwt_secret=merged.get("JWT_SECRET") or _jwt_secret(data_dir),
+            jwt_secret=check_secret(merged.get("JWT_SECRET") or _jwt_secret(data_dir)),
             allowed_email_domains=domains,
             smtp_host=merged.get("SMTP_HOST") or None,
             smtp_port=_int(merged, "SMTP_PORT", 465 if smtp_tls == "tls" else 25),
@@ -169,6 +242,20 @@ class Config:
             limit_likes_per_day=_int(merged, "LIMIT_LIKES_PER_DAY", 100),
             limit_chat_burst=_int(merged, "LIMIT_CHAT_BURST", 60),
             limit_chat_per_second=_float(merged, "LIMIT_CHAT_PER_SECOND", 10.0),
+            limit_login_per_account=_int(merged, "LIMIT_LOGIN_PER_ACCOUNT", 20),
+            limit_login_per_ip=_int(merged, "LIMIT_LOGIN_PER_IP", 100),
+            limit_otp_verify_per_ip=_int(merged, "LIMIT_OTP_VERIFY_PER_IP", 100),
+            limit_otp_verify_per_account=_int(merged, "LIMIT_OTP_VERIFY_PER_ACCOUNT", 10),
+            limit_codes_per_day=_int(merged, "LIMIT_CODES_PER_DAY", 10),
+            limit_photo_uploads_per_hour=_int(merged, "LIMIT_PHOTO_UPLOADS_PER_HOUR", 20),
+            password_hash_workers=_int(merged, "PASSWORD_HASH_WORKERS", 2),
+            password_hash_queue=_int(merged, "PASSWORD_HASH_QUEUE", 16),
+            photo_decode_workers=_int(merged, "PHOTO_DECODE_WORKERS", 2),
+            photo_decode_queue=_int(merged, "PHOTO_DECODE_QUEUE", 4),
+            refresh_reuse_grace=_float(merged, "REFRESH_REUSE_GRACE_SECONDS", 10.0),
+            trusted_proxies=_cidrs(merged, "TRUSTED_PROXIES", LOOPBACK_CIDRS),
+            trusted_proxy_hops=max(_int(merged, "TRUSTED_PROXY_HOPS", 1), 1),
+            metrics_allow=_cidrs(merged, "METRICS_ALLOW", LOOPBACK_CIDRS),
             pg_pool_size=_int(merged, "PG_POOL_SIZE", 20),
             pg_pool_overflow=_int(merged, "PG_POOL_OVERFLOW", 10),
             slow_query_ms=_float(merged, "SLOW_QUERY_MS", 100.0),
@@ -184,6 +271,8 @@ class Config:
             log_format=log_format,
             log_level=log_level,
             sentry_dsn=merged.get("SENTRY_DSN") or None,
+            webhook_allow_http=_bool(merged.get("WEBHOOK_ALLOW_HTTP", "false")),
+            webhook_ports=_ports(merged, "WEBHOOK_PORTS"),
         )
 
     def with_(self, **changes: object) -> Config:

@@ -7,12 +7,20 @@ a JPEG that carries no metadata at all: no EXIF (where phones put GPS
 coordinates), no ICC profile, no text chunks. Location data in a dating-app
 photo is a safety risk, so nothing of the original file survives but pixels.
 
-Decoding is CPU-bound: callers run `process_photo` in a thread.
+Decoding is CPU-bound and memory-hungry: callers run `process_photo` in a
+bounded pool (`PHOTO_DECODE_WORKERS`), and the size is checked from the
+header before a single pixel is decoded. At most `MAX_PIXELS` (12 MP, a
+phone camera's full frame) are ever decoded, about 36 MB as RGB: a 50 KB PNG
+that claims 40 MP of one colour is refused at its header. A JPEG is decoded
+in draft mode, scaled down by its own decoder (by 1/2, 1/4 or 1/8) to the
+smallest size still at least the photo's final size, so a 48 MP camera JPEG decodes as
+12 MP or less; its header may claim up to `MAX_JPEG_PIXELS`.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import secrets
@@ -25,7 +33,10 @@ from unimatch.domain.errors import UnsupportedMedia, ValidationFailed
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 # Pixels decoded at most: a 5 MB file can claim a gigapixel canvas.
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = 12_000_000
+# A JPEG's header may claim more: draft mode decodes it reduced (below
+# Pillow's own decompression-bomb threshold of 89 MP).
+MAX_JPEG_PIXELS = 80_000_000
 MAX_SIDE = 2048
 JPEG_QUALITY = 85
 OUTPUT_CONTENT_TYPE = "image/jpeg"
@@ -56,10 +67,15 @@ def _decode(data: bytes) -> Image.Image:
         # `verify` checks the file's structure but leaves the image unusable,
         # so it is opened twice; `load` then decodes every pixel.
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as probe:
-            _check_size(probe.size)
+            _check_header(probe)
             probe.verify()
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        _check_size(image.size)
+        _check_header(image)
+        if image.format == "JPEG":
+            image.draft(image.mode if image.mode in ("L", "RGB") else "RGB",
+                        _thumbnail_size(image.size))
+        # What will actually be decoded (after draft mode, for a JPEG).
+        _check_size(image.size, MAX_PIXELS)
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_many_pixels() from None
@@ -74,12 +90,24 @@ def _too_many_pixels() -> ValidationFailed:
     )
 
 
-def _check_size(size: tuple[int, int]) -> None:
+def _check_size(size: tuple[int, int], limit: int) -> None:
     width, height = size
     if width < 1 or height < 1:
         raise _unsupported()
-    if width * height > MAX_PIXELS:
+    if width * height > limit:
         raise _too_many_pixels()
+
+
+def _thumbnail_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The size the photo is scaled to: its longer side at most `MAX_SIDE`.
+    Draft mode decodes no smaller than this."""
+    width, height = size
+    ratio = min(1.0, MAX_SIDE / max(width, height))
+    return max(1, math.ceil(width * ratio)), max(1, math.ceil(height * ratio))
+
+
+def _check_header(image: Image.Image) -> None:
+    _check_size(image.size, MAX_JPEG_PIXELS if image.format == "JPEG" else MAX_PIXELS)
 
 
 def process_photo(data: bytes) -> CleanPhoto:

@@ -126,3 +126,22 @@ MODERATION_ACTIONS = Counter(
     "Moderation actions (dismiss, warn, suspend, ban, unsuspend)",
     ["action"],
 )
+
+# Security limits.
+WORK_REFUSED = Counter(
+    "unimatch_work_refused_total",
+    "CPU-heavy jobs refused with 503 because their bounded pool was full",
+    ["pool"],
+)
+RATELIMIT_DEGRADED = Counter(
+    "unimatch_ratelimit_degraded_total",
+    "Rate-limit decisions taken without Redis: by this process's own limiter (local) "
+    "or allowed unchecked (open)",
+    ["mode"],
+)
+PASSWORD_CHECKS = Counter(
+    "unimatch_password_checks_total", "Passwords hashed or verified with argon2", ["op"]
+)
+METRICS_REFUSED = Counter(
+    "unimatch_metrics_refused_total", "Requests for /metrics from addresses not allowed"
+)

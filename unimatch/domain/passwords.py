@@ -2,6 +2,10 @@
 
 Hashing costs about 50 ms of CPU on purpose, so every function that hashes is
 async and runs the work in a thread: the event loop keeps serving others.
+The request handlers go through one `PasswordWork` per process, a bounded
+pool (`PASSWORD_HASH_WORKERS` running, `PASSWORD_HASH_QUEUE` waiting): a
+flood of logins costs at most that much argon2 work at a time, and requests
+past it get 503 with Retry-After at once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from unimatch.domain.metrics import PASSWORD_CHECKS
+from unimatch.domain.workpool import BoundedPool
 
 MIN_LENGTH = 10
 # argon2 pre-hashes any length cheaply; the cap only keeps request bodies sane.
@@ -48,14 +55,16 @@ def password_problems(password: str, *, email: str = "", display_name: str = "")
 
 
 def hash_password_sync(password: str) -> str:
+    PASSWORD_CHECKS.labels("hash").inc()
     return _hasher.hash(password)
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await asyncio.to_thread(hash_password_sync, password)
 
 
 def _verify(password_hash: str, password: str) -> tuple[bool, str | None]:
+    PASSWORD_CHECKS.labels("verify").inc()
     try:
         _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -80,3 +89,28 @@ async def spend_verification() -> None:
     as long as one for a known email with a wrong password."""
     dummy = await asyncio.to_thread(_dummy_hash)
     await verify_password(dummy, "wrong password on purpose")
+
+
+def _spend_sync() -> None:
+    _verify(_dummy_hash(), "wrong password on purpose")
+
+
+class PasswordWork:
+    """Hashing and verifying through one bounded pool (see the module doc).
+    Every method raises `workpool.Overloaded` when the pool is full."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.pool = BoundedPool("password", workers, queue)
+
+    async def hash(self, password: str) -> str:
+        return await self.pool.run(hash_password_sync, password)
+
+    async def verify(self, password_hash: str, password: str) -> tuple[bool, str | None]:
+        return await self.pool.run(_verify, password_hash, password)
+
+    async def spend_verification(self) -> None:
+        """As `spend_verification`, through the pool."""
+        await self.pool.run(_spend_sync)
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,19 +1,32 @@
 """JWT access and refresh tokens (HS256).
 
-Access tokens live 15 minutes and carry exactly `sub`, `type`, `exp`, `iat`,
-`jti`. Refresh tokens add `fam`, the family they rotate within. Decoding pins
-the algorithm, so `alg: none` and any other algorithm are refused, as are
-expired tokens, bad signatures and the wrong `type`.
+Access tokens live 15 minutes and carry `sub`, `type`, `exp`, `iat`, `jti`
+and `fam`, the session (refresh-token family) they were issued in. Refresh
+tokens carry the same. Decoding pins the algorithm, so `alg: none` and any
+other algorithm are refused, as are expired tokens, bad signatures and the
+wrong `type`.
+
+Keys: `JWT_SECRET` is never used as a key itself. HKDF-SHA256 (RFC 5869,
+from `cryptography`) derives one key per purpose from it: `signing_key` for
+tokens, `otp_key` for the HMAC of one-time codes. A leak of one derived key
+(a code hash table, say) tells nothing about the other.
+
+A token is a function of its claims and the key, so a pair issued once can be
+issued again byte for byte from stored `jti`s and `iat` (the refresh grace in
+`storage.accounts`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from unimatch.domain.config import Config
 from unimatch.domain.errors import Unauthorized
@@ -28,6 +41,25 @@ REFRESH = "refresh"
 VERIFIED_CACHE_SIZE = 4096
 
 
+_SALT = b"unimatch key derivation v1"
+
+
+@functools.lru_cache(maxsize=16)
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A 32-byte key for `purpose`, derived from `secret` by HKDF-SHA256."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=_SALT, info=purpose.encode()
+    ).derive(secret.encode())
+
+
+def signing_key(config: Config) -> bytes:
+    return derive_key(config.jwt_secret, "jwt-hs256")
+
+
+def otp_key(config: Config) -> bytes:
+    return derive_key(config.jwt_secret, "otp-hmac")
+
+
 @dataclass(frozen=True)
 class TokenClaims:
     user_id: uuid.UUID
@@ -38,23 +70,37 @@ class TokenClaims:
     family_id: uuid.UUID | None = None
 
 
-def issue_access(config: Config, user_id: uuid.UUID) -> str:
-    now = int(time.time())
+def issue_access(
+    config: Config,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID | None = None,
+    *,
+    jti: uuid.UUID | None = None,
+    issued_at: int | None = None,
+) -> str:
+    now = int(time.time()) if issued_at is None else issued_at
     claims = {
         "sub": str(user_id),
         "type": ACCESS,
         "iat": now,
         "exp": now + config.access_ttl,
-        "jti": str(uuid.uuid4()),
+        "jti": str(jti or uuid.uuid4()),
     }
-    return jwt.encode(claims, config.jwt_secret, algorithm=ALGORITHM)
+    if family_id is not None:
+        claims["fam"] = str(family_id)
+    return jwt.encode(claims, signing_key(config), algorithm=ALGORITHM)
 
 
 def issue_refresh(
-    config: Config, user_id: uuid.UUID, family_id: uuid.UUID, jti: uuid.UUID
+    config: Config,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    jti: uuid.UUID,
+    *,
+    issued_at: int | None = None,
 ) -> tuple[str, int]:
     """A refresh token and its expiry (epoch seconds)."""
-    now = int(time.time())
+    now = int(time.time()) if issued_at is None else issued_at
     expires = now + config.refresh_ttl
     claims = {
         "sub": str(user_id),
@@ -64,7 +110,7 @@ def issue_refresh(
         "jti": str(jti),
         "fam": str(family_id),
     }
-    return jwt.encode(claims, config.jwt_secret, algorithm=ALGORITHM), expires
+    return jwt.encode(claims, signing_key(config), algorithm=ALGORITHM), expires
 
 
 _verified: OrderedDict[tuple[str, str], TokenClaims] = OrderedDict()
@@ -92,7 +138,7 @@ def _decode(config: Config, token: str, expected_type: str) -> TokenClaims:
     try:
         claims = jwt.decode(
             token,
-            config.jwt_secret,
+            signing_key(config),
             algorithms=[ALGORITHM],
             options={"require": ["sub", "type", "exp", "iat", "jti"]},
         )
@@ -103,7 +149,10 @@ def _decode(config: Config, token: str, expected_type: str) -> TokenClaims:
     if claims.get("type") != expected_type:
         raise Unauthorized(f"not an {expected_type} token", code="invalid_token")
     try:
-        family = uuid.UUID(claims["fam"]) if expected_type == REFRESH else None
+        family = (
+            uuid.UUID(claims["fam"])
+            if expected_type == REFRESH or "fam" in claims else None
+        )
         return TokenClaims(
             user_id=uuid.UUID(claims["sub"]),
             type=claims["type"],

@@ -11,7 +11,18 @@ from aiohttp import web
 
 from unimatch.actors.directory import ActorDirectory
 from unimatch.domain.config import Config
-from unimatch.http.keys import CACHE, CONFIG, DB, DIRECTORY, LIMITER, NODE_INDEX
+from unimatch.domain.passwords import PasswordWork
+from unimatch.domain.workpool import BoundedPool
+from unimatch.http.keys import (
+    CACHE,
+    CONFIG,
+    DB,
+    DIRECTORY,
+    LIMITER,
+    NODE_INDEX,
+    PASSWORDS,
+    PHOTO_DECODER,
+)
 from unimatch.http.middleware import setup_middlewares
 from unimatch.http.routes import setup_routes
 from unimatch.http.static import setup_web_client
@@ -53,6 +64,18 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.close()
 
 
+async def work_pools_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The bounded CPU pools of this process: argon2 and photo decoding."""
+    config = app[CONFIG]
+    app[PASSWORDS] = PasswordWork(config.password_hash_workers, config.password_hash_queue)
+    app[PHOTO_DECODER] = BoundedPool(
+        "photo", config.photo_decode_workers, config.photo_decode_queue
+    )
+    yield
+    app[PASSWORDS].close()
+    app[PHOTO_DECODER].close()
+
+
 def create_app(
     config: Config,
     *,
@@ -72,6 +95,7 @@ def create_app(
     app[HUB] = hub if hub is not None else SocketHub(node_index, config)
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(work_pools_ctx)
     app.cleanup_ctx.extend(extra_contexts)
     setup_routes(app)
     setup_web_client(app)  # last: every platform route wins over the catch-all

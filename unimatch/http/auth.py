@@ -1,62 +1,56 @@
-"""Signup, email verification and sessions: `/api/v1/auth/...`.
+"""Signup, email verification, sessions and passwords: `/api/v1/auth/...`
+and `POST /api/v1/me/password`.
 
-Rate limits (all through the one Redis limiter):
-- register: `LIMIT_REGISTER_PER_HOUR` requests an hour per client IP;
-- OTP resend: one code per 60 s per account (kept by the codes themselves,
-  see `storage.accounts`), plus the register budget per IP so one address
-  cannot mail-bomb many inboxes;
-- OTP verify: 5 attempts per code (counted on the code's row);
-- login: `LIMIT_LOGIN_FAILURES` failures in 15 minutes per (account, IP)
-  lock that pair out with 429 + Retry-After. The lock is checked before the
-  password is, only failures count, and a success clears it.
+Rate limits, all through the one Redis limiter; every per-IP limit counts by
+`client_address` (the trusted-proxy rules, IPv6 by /64). Each of these limits
+guards credentials, so while Redis is down it is kept by this process alone
+instead of failing open (`Limit.local_fallback`):
+
+- register, OTP resend, password forgot: `LIMIT_REGISTER_PER_HOUR` an hour
+  per IP each; one code per 60 s and `LIMIT_CODES_PER_DAY` codes a day per
+  account (kept by the codes themselves, see `storage.accounts`);
+- code checks (OTP verify, password reset): `LIMIT_OTP_VERIFY_PER_IP` and
+  `LIMIT_OTP_VERIFY_PER_ACCOUNT` in 15 minutes, and 5 attempts per code;
+  an email with no live code counts its attempts here, in Redis, so its
+  answers match a real code's;
+- login (and `/me/password`): `LIMIT_LOGIN_FAILURES` per (account, IP),
+  `LIMIT_LOGIN_PER_ACCOUNT` per account and `LIMIT_LOGIN_PER_IP` per IP, in
+  15 minutes. An attempt is reserved in all three, atomically, *before* the
+  password is checked, so a burst of parallel guesses gets no more checks
+  than the limit; a success clears the pair and gives the other two back.
+
+Password hashing goes through the app's bounded `PasswordWork` pool: past
+it, 503 `overloaded` with Retry-After (and the reserved attempts are given
+back, since nothing was checked).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 
 from aiohttp import web
 
+from unimatch.domain import tokens
 from unimatch.domain.config import Config
-from unimatch.domain.errors import Forbidden, RateLimited, Unauthorized
+from unimatch.domain.errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
 from unimatch.domain.passwords import (
-    hash_password,
     password_problems,
-    spend_verification,
-    verify_password,
 )
-from unimatch.http.keys import CONFIG, DB, LIMITER
+from unimatch.domain.workpool import Overloaded
+from unimatch.http.client_address import client_limit_key
+from unimatch.http.keys import CONFIG, DB, LIMITER, PASSWORDS
+from unimatch.http.permissions import IsAuthenticated, bearer_token, principal_of, requires
 from unimatch.http.validation import Fields, json_response, read_json
 from unimatch.storage import accounts
-from unimatch.storage.ratelimit import Limit
+from unimatch.storage.ratelimit import Limit, RateLimiter
 
 routes = web.RouteTableDef()
 
 LOGIN_WINDOW_SECONDS = 15 * 60
+CODE_CHECK_WINDOW_SECONDS = 15 * 60
 _LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def client_ip(request: web.Request) -> str:
-    """The client's address. Behind the nginx of `ops/` (a loopback peer) it is
-    the last `X-Forwarded-For` entry: nginx appends the address it saw, while
-    any entry before it came from the client and could be forged."""
-    peer = request.remote or ""
-    try:
-        trusted = ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        trusted = False
-    if trusted:
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
-        hops = [hop for hop in hops if hop]
-        if hops:
-            try:
-                return str(ipaddress.ip_address(hops[-1]))
-            except ValueError:
-                pass
-    return peer or "unknown"
 
 
 def email_problems(email: str, allowed_domains: tuple[str, ...]) -> list[str]:
@@ -89,18 +83,85 @@ def email_problems(email: str, allowed_domains: tuple[str, ...]) -> list[str]:
 
 
 def _register_limit(config: Config) -> Limit:
-    return Limit(max(config.limit_register_per_hour, 1), 3600)
+    return Limit(max(config.limit_register_per_hour, 1), 3600, local_fallback=True)
 
 
 def _login_limit(config: Config) -> Limit:
-    return Limit(max(config.limit_login_failures, 1), LOGIN_WINDOW_SECONDS)
+    return Limit(max(config.limit_login_failures, 1), LOGIN_WINDOW_SECONDS, local_fallback=True)
+
+
+def _window(burst: int, seconds: float) -> Limit:
+    return Limit(max(burst, 1), seconds, local_fallback=True)
+
+
+Reservation = list[tuple[str, Limit]]
+
+
+async def _reserve(limiter: RateLimiter, wanted: Reservation, detail: str) -> Reservation:
+    """Spend one attempt in every limit of `wanted`, or none: when one is
+    exhausted, those already spent are given back and 429
+    `too_many_attempts` is raised."""
+    taken: Reservation = []
+    for key, limit in wanted:
+        decision = await limiter.hit(key, limit)
+        if not decision.allowed:
+            for done_key, done_limit in taken:
+                await limiter.release(done_key, done_limit)
+            raise RateLimited(
+                detail, retry_after=max(1, math.ceil(decision.retry_after)),
+                code="too_many_attempts",
+            )
+        taken.append((key, limit))
+    return taken
+
+
+async def _release(limiter: RateLimiter, taken: Reservation) -> None:
+    for key, limit in taken:
+        await limiter.release(key, limit)
+
+
+def _login_reservation(config: Config, email: str, ip: str) -> Reservation:
+    return [
+        (f"login_failures:{email}:{ip}", _login_limit(config)),
+        (f"login_account:{email}", _window(config.limit_login_per_account, LOGIN_WINDOW_SECONDS)),
+        (f"login_ip:{ip}", _window(config.limit_login_per_ip, LOGIN_WINDOW_SECONDS)),
+    ]
+
+
+def _code_check_reservation(config: Config, email: str, ip: str) -> Reservation:
+    return [
+        (f"code_check_ip:{ip}",
+         _window(config.limit_otp_verify_per_ip, CODE_CHECK_WINDOW_SECONDS)),
+        (f"code_check_account:{email}",
+         _window(config.limit_otp_verify_per_account, CODE_CHECK_WINDOW_SECONDS)),
+    ]
+
+
+async def _answer_no_live_code(limiter: RateLimiter, purpose: str, email: str) -> None:
+    """Raise for an email with no live code what a live code would answer
+    to a wrong guess: attempts counting down from 5, then 429."""
+    decision = await limiter.hit(
+        f"code_phantom:{purpose}:{email}",
+        Limit(accounts.OTP_MAX_ATTEMPTS, accounts.OTP_TTL_SECONDS, local_fallback=True),
+    )
+    if not decision.allowed:
+        raise accounts.too_many_wrong_codes(
+            min(float(accounts.OTP_RESEND_SECONDS), decision.retry_after)
+        )
+    raise accounts.wrong_code(decision.remaining)
+
+
+def _six_digits(fields: Fields, code: str | None) -> None:
+    if code is not None and not (code.isascii() and code.isdigit()
+                                 and len(code) == accounts.OTP_DIGITS):
+        fields.error("code", f"must be {accounts.OTP_DIGITS} digits")
 
 
 @routes.post("/auth/register")
 async def register(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     await request.app[LIMITER].require(
-        f"register:{client_ip(request)}",
+        f"register:{client_limit_key(request)}",
         _register_limit(config),
         "too many registrations from this network: try again later",
     )
@@ -123,7 +184,7 @@ async def register(request: web.Request) -> web.Response:
         request.app[DB],
         config,
         email=email,
-        password_hash=await hash_password(password),
+        password_hash=await request.app[PASSWORDS].hash(password),
         display_name=display_name,
     )
     return json_response(
@@ -133,15 +194,23 @@ async def register(request: web.Request) -> web.Response:
 
 @routes.post("/auth/otp/verify")
 async def verify_otp(request: web.Request) -> web.Response:
+    config, limiter = request.app[CONFIG], request.app[LIMITER]
     fields = Fields(await read_json(request))
     email = fields.string("email", min_len=1, max_len=254)
     code = fields.string("code", min_len=1, max_len=accounts.OTP_DIGITS)
-    if code is not None and not (code.isascii() and code.isdigit()
-                                 and len(code) == accounts.OTP_DIGITS):
-        fields.error("code", f"must be {accounts.OTP_DIGITS} digits")
+    _six_digits(fields, code)
     fields.check()
     assert email is not None and code is not None
-    account, pair = await accounts.verify_otp(request.app[DB], request.app[CONFIG], email, code)
+    email = accounts.normalise_email(email)
+    await _reserve(
+        limiter, _code_check_reservation(config, email, client_limit_key(request)),
+        "too many code attempts: try again later",
+    )
+    try:
+        account, pair = await accounts.verify_otp(request.app[DB], config, email, code)
+    except accounts.NoLiveCode:
+        await _answer_no_live_code(limiter, accounts.VERIFY, email)
+        raise
     return json_response({**pair.as_dict(), "user": account.public()})
 
 
@@ -149,7 +218,7 @@ async def verify_otp(request: web.Request) -> web.Response:
 async def resend_otp(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     await request.app[LIMITER].require(
-        f"otp_resend:{client_ip(request)}",
+        f"otp_resend:{client_limit_key(request)}",
         _register_limit(config),
         "too many code requests from this network: try again later",
     )
@@ -168,33 +237,35 @@ async def resend_otp(request: web.Request) -> web.Response:
 @routes.post("/auth/login")
 async def login(request: web.Request) -> web.Response:
     config, db, limiter = request.app[CONFIG], request.app[DB], request.app[LIMITER]
+    work = request.app[PASSWORDS]
     fields = Fields(await read_json(request))
     email = fields.string("email", min_len=1, max_len=254)
     password = fields.string("password", min_len=1, max_len=1024, strip=False)
     fields.check()
     assert email is not None and password is not None
+    email = accounts.normalise_email(email)
 
-    key = f"login_failures:{accounts.normalise_email(email)}:{client_ip(request)}"
-    limit = _login_limit(config)
-    lock = await limiter.check(key, limit)
-    if not lock.allowed:
-        raise RateLimited(
-            "too many failed logins: try again later",
-            retry_after=max(1, math.ceil(lock.retry_after)),
-            code="too_many_attempts",
-        )
-
-    account = await accounts.find_account(db, email)
-    if account is None:
-        await spend_verification()
-        matches, new_hash = False, None
-    else:
-        matches, new_hash = await verify_password(account.password_hash, password)
+    reserved = await _reserve(
+        limiter, _login_reservation(config, email, client_limit_key(request)),
+        "too many failed logins: try again later",
+    )
+    try:
+        account = await accounts.find_account(db, email)
+        if account is None:
+            await work.spend_verification()
+            matches, new_hash = False, None
+        else:
+            matches, new_hash = await work.verify(account.password_hash, password)
+    except Overloaded:
+        await _release(limiter, reserved)
+        raise
     if account is None or not matches:
-        await limiter.hit(key, limit)
+        # The reserved attempts stay spent: they were failures.
         raise Unauthorized("wrong email or password", code="invalid_credentials")
 
-    await limiter.reset(key)
+    pair_key, _ = reserved[0]
+    await limiter.reset(pair_key)
+    await _release(limiter, reserved[1:])
     if new_hash is not None:
         await accounts.update_password_hash(db, account.id, new_hash)
     if account.is_suspended:
@@ -223,4 +294,104 @@ async def logout(request: web.Request) -> web.Response:
     fields.check()
     assert token is not None
     await accounts.logout(request.app[DB], request.app[CONFIG], token)
+    return web.Response(status=204)
+
+
+# -- passwords ------------------------------------------------------------------
+
+
+@routes.post("/me/password")
+@requires(IsAuthenticated)
+async def change_password(request: web.Request) -> web.Response:
+    """204: the password is changed and every other session ends (their
+    refresh tokens are revoked; their access tokens lapse within 15 min)."""
+    config, db, limiter = request.app[CONFIG], request.app[DB], request.app[LIMITER]
+    work = request.app[PASSWORDS]
+    user_id = principal_of(request).user_id
+    account = await accounts.load_account(db, user_id)
+    if account is None:
+        raise Unauthorized("account no longer exists", code="invalid_token")
+    fields = Fields(await read_json(request))
+    current = fields.string("current", min_len=1, max_len=1024, strip=False)
+    new = fields.string("new", min_len=1, strip=False)
+    if new is not None:
+        for problem in password_problems(
+            new, email=account.email, display_name=account.display_name
+        ):
+            fields.error("new", problem)
+    fields.check()
+    assert current is not None and new is not None
+
+    # The current password is guessed no faster here than at login.
+    reserved = await _reserve(
+        limiter, _login_reservation(config, account.email, client_limit_key(request)),
+        "too many failed attempts: try again later",
+    )
+    try:
+        matches, _ = await work.verify(account.password_hash, current)
+        if not matches:
+            raise ValidationFailed(
+                {"current": ["incorrect password"]}, code="invalid_credentials"
+            )
+        new_hash = await work.hash(new)
+    except Overloaded:
+        await _release(limiter, reserved)
+        raise
+    await limiter.reset(reserved[0][0])
+    await _release(limiter, reserved[1:])
+    family = tokens.decode(config, bearer_token(request), tokens.ACCESS).family_id
+    await accounts.change_password(db, user_id, new_hash, keep_family=family)
+    return web.Response(status=204)
+
+
+@routes.post("/auth/password/forgot")
+async def forgot_password(request: web.Request) -> web.Response:
+    """202 whether or not the email has an account: a reset code is mailed
+    when it does (within one code per 60 s and the daily cap)."""
+    config = request.app[CONFIG]
+    await request.app[LIMITER].require(
+        f"password_forgot:{client_limit_key(request)}",
+        _register_limit(config),
+        "too many reset requests from this network: try again later",
+    )
+    fields = Fields(await read_json(request))
+    email = fields.string("email", min_len=1, max_len=254)
+    fields.check()
+    assert email is not None
+    await accounts.request_password_reset(request.app[DB], config, email)
+    return json_response(
+        {"detail": "if an account exists for this email, a reset code is on its way"},
+        status=202,
+    )
+
+
+@routes.post("/auth/password/reset")
+async def reset_password(request: web.Request) -> web.Response:
+    """204: the password is set, a pending account is verified, and every
+    session of the account ends. Code errors as `/auth/otp/verify`."""
+    config, limiter = request.app[CONFIG], request.app[LIMITER]
+    fields = Fields(await read_json(request))
+    email = fields.string("email", min_len=1, max_len=254)
+    code = fields.string("code", min_len=1, max_len=accounts.OTP_DIGITS)
+    new = fields.string("new", min_len=1, strip=False)
+    _six_digits(fields, code)
+    if email is not None:
+        email = accounts.normalise_email(email)
+    if new is not None:
+        for problem in password_problems(new, email=email or ""):
+            fields.error("new", problem)
+    fields.check()
+    assert email is not None and code is not None and new is not None
+    await _reserve(
+        limiter, _code_check_reservation(config, email, client_limit_key(request)),
+        "too many code attempts: try again later",
+    )
+    new_hash = await request.app[PASSWORDS].hash(new)
+    try:
+        await accounts.reset_password(request.app[DB], config, email, code, new_hash)
+    except accounts.NoLiveCode:
+        await _answer_no_live_code(limiter, accounts.RESET, email)
+        raise
+    # The account's lockout ends with its old password.
+    await limiter.reset(f"login_account:{email}")
     return web.Response(status=204)

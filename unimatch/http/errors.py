@@ -89,8 +89,10 @@ def error_response(
 def render_domain_error(error: DomainError) -> web.Response:
     status = status_for(error)
     headers = None
-    if isinstance(error, RateLimited):
-        headers = {"Retry-After": str(max(1, round(error.retry_after)))}
+    # 429s and the 503s that know when to come back (a full work pool).
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(error, RateLimited) or retry_after is not None:
+        headers = {"Retry-After": str(max(1, round(retry_after or 1)))}
     if isinstance(error, Unavailable) and error.code == "database_unavailable":
         DB_UNAVAILABLE.inc()
     return error_response(status, error.code, error.detail, headers)

@@ -7,6 +7,8 @@ from aiohttp import web
 from unimatch.actors.directory import ActorDirectory
 from unimatch.domain.config import Config
 from unimatch.domain.errors import Unavailable
+from unimatch.domain.passwords import PasswordWork
+from unimatch.domain.workpool import BoundedPool
 from unimatch.storage.cache import Cache
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
@@ -15,6 +17,9 @@ CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", Database)
 CACHE = web.AppKey("cache", Cache)
 LIMITER = web.AppKey("limiter", RateLimiter)
+# Bounded pools for argon2 and for photo decoding (503 past them).
+PASSWORDS = web.AppKey("passwords", PasswordWork)
+PHOTO_DECODER = web.AppKey("photo_decoder", BoundedPool)
 # None when the app runs without the actor system (in-process shell tests).
 DIRECTORY: web.AppKey[ActorDirectory | None] = web.AppKey("directory")
 # The index of the node this app serves in (its sockets are pushed to by it).

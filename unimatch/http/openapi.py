@@ -335,7 +335,8 @@ _ERROR_RESPONSES = {
     "415": "Unsupported media type",
     "429": "Rate limited; `Retry-After` says when to try again",
     "500": "Unexpected error (no details are exposed)",
-    "503": "A dependency (database, cache, actor system) is unavailable right now",
+    "503": "A dependency (database, cache, actor system) is unavailable right now, or "
+           "the server is too busy (`overloaded`); `Retry-After` when it knows when to retry",
 }
 
 
@@ -369,7 +370,9 @@ def _auth_paths() -> dict[str, Any]:
                       password={"type": "string", "minLength": 10},
                       display_name={"type": "string", "minLength": 1, "maxLength": 50}),
             description="400 for a domain outside ALLOWED_EMAIL_DOMAINS or a weak "
-                        "password; 409 for a taken email; 429 per IP.",
+                        "password; 409 for a verified email; 429 per IP. Registering an "
+                        "email still pending verification again changes nothing of it (not "
+                        "its password) and mails a new code, within the resend limit (429).",
             secured=False, errors=("400", "409", "429"),
         )},
         f"{API}/auth/otp/verify": {"post": _op(
@@ -377,8 +380,10 @@ def _auth_paths() -> dict[str, Any]:
             {"200": _ok(_ref("Session"), "Verified; a session starts")},
             body=_obj(["email", "code"], email=EMAIL,
                       code={"type": "string", "pattern": "^[0-9]{6}$"}),
-            description="Wrong code 400 (detail tells attempts left), expired 410, "
-                        "too many attempts 429.",
+            description="Wrong code, unknown email or an account already verified: the "
+                        "same 400 `invalid_code` (detail tells attempts left). A right code "
+                        "that expired 410; 429 `too_many_attempts` after 5 wrong codes or "
+                        "past the per-address and per-account limits.",
             secured=False, errors=("400", "410", "429"),
         )},
         f"{API}/auth/otp/resend": {"post": _op(
@@ -400,12 +405,44 @@ def _auth_paths() -> dict[str, Any]:
             {"200": _ok(_ref("Tokens"), "A new pair")},
             body=refresh,
             description="Presenting an already-used refresh token revokes its whole "
-                        "family (401). A suspended user's families are revoked.",
+                        "family (401 `token_reused`), except within a grace of a few seconds "
+                        "while its successor is unused: then the same new pair is returned "
+                        "again (a retry, a second tab). A suspended user's families are "
+                        "revoked.",
             secured=False, errors=("400", "401"),
         )},
         f"{API}/auth/logout": {"post": _op(
             "Log out (revoke the refresh token's family)", "auth", "logout",
             _NO_CONTENT, body=refresh, secured=False, errors=("400", "401"),
+        )},
+        f"{API}/me/password": {"post": _op(
+            "Change the password", "auth", "change_password",
+            {"204": {"description": "Changed; every other session of the account ended"}},
+            body=_obj(["current", "new"], current={"type": "string"},
+                      new={"type": "string", "minLength": 10}),
+            description="400 `invalid_credentials` (detail.current) for a wrong current "
+                        "password, `validation_failed` for a weak new one; 429 as for login.",
+            errors=("400", "429"),
+        )},
+        f"{API}/auth/password/forgot": {"post": _op(
+            "Ask for a password reset code", "auth", "forgot_password",
+            {"202": _ok(_obj(["detail"], detail={"type": "string"}),
+                        "Accepted, whether or not the email has an account")},
+            body=_obj(["email"], email=EMAIL),
+            description="A 6-digit code is mailed when the email has an account (one code "
+                        "per 60 s and a daily cap per account, silently); 429 per IP.",
+            secured=False, errors=("400", "429"),
+        )},
+        f"{API}/auth/password/reset": {"post": _op(
+            "Reset the password with the emailed code", "auth", "reset_password",
+            {"204": {"description": "Reset; every session of the account ended"}},
+            body=_obj(["email", "code", "new"], email=EMAIL,
+                      code={"type": "string", "pattern": "^[0-9]{6}$"},
+                      new={"type": "string", "minLength": 10}),
+            description="Code errors as for /auth/otp/verify (one 400 `invalid_code` for a "
+                        "wrong code and an unknown email). A pending account is verified "
+                        "by its reset.",
+            secured=False, errors=("400", "410", "429"),
         )},
     }
 
@@ -573,15 +610,19 @@ def _notification_paths() -> dict[str, Any]:
                 {"201": _ok(_ref("WebhookCreated"), "Registered; the secret is shown once")},
                 body=_obj(["url", "events"],
                           url={"type": "string", "format": "uri", "maxLength": 2000,
-                               "description": "http or https, no credentials; private and "
-                                              "loopback addresses are refused unless "
-                                              "WEBHOOK_ALLOW_PRIVATE"},
+                               "description": "https (http only with WEBHOOK_ALLOW_HTTP), "
+                                              "port 80 or 443 (WEBHOOK_PORTS), no "
+                                              "credentials; private and loopback addresses "
+                                              "(also inside NAT64 or 6to4 ones) and numeric "
+                                              "hosts other than a dotted IPv4 address are "
+                                              "refused unless WEBHOOK_ALLOW_PRIVATE"},
                           events=_array(_ref("WebhookEventName"), minItems=1,
                                         uniqueItems=True)),
                 description="Each notification of a subscribed kind is POSTed as a "
                             "`WebhookEvent` (see `webhooks` in this document) signed with "
-                            "`X-UniMatch-Signature: sha256=<hex HMAC-SHA256 of the raw body "
-                            "keyed with the secret>`, with `X-UniMatch-Event` and "
+                            "`X-UniMatch-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
+                            "\"<t>.<raw body>\" keyed with the secret>` (refuse a t far from "
+                            "your clock: docs/webhooks.md), with `X-UniMatch-Event` and "
                             "`X-UniMatch-Delivery` (deduplicate on it: delivery is at least "
                             "once). Non-2xx answers and timeouts (10 s) are retried with "
                             "exponential backoff. At most 10 webhooks per user (409 "
@@ -722,7 +763,9 @@ def _operations_paths() -> dict[str, Any]:
             "Prometheus metrics", "operations", "metrics",
             {"200": {"description": "Prometheus text format",
                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
-            secured=False,
+            description="Served only to TCP peers in METRICS_ALLOW (default loopback), "
+                        "judged by the connection, not X-Forwarded-For; others get 404.",
+            secured=False, errors=("404",),
         )},
         "/{path}": {"get": _op(
             "The web client: its pages and assets (unimatch.http.static)", "web", "web_client",
@@ -747,8 +790,10 @@ def _webhooks() -> dict[str, Any]:
     """OpenAPI 3.1 `webhooks`: what a registered receiver is sent."""
     headers = [
         {"name": "X-UniMatch-Signature", "in": "header", "required": True,
-         "description": "sha256=<hex HMAC-SHA256 of the raw body, keyed with the secret>",
-         "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}},
+         "description": "t=<unix time of the attempt>,v1=<hex HMAC-SHA256 of "
+                        "\"<t>.<raw body>\", keyed with the secret>; refuse a t more than "
+                        "5 minutes from your clock (replays)",
+         "schema": {"type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$"}},
         {"name": "X-UniMatch-Event", "in": "header", "required": True,
          "schema": _ref("WebhookEventName")},
         {"name": "X-UniMatch-Delivery", "in": "header", "required": True,

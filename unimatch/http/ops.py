@@ -1,4 +1,11 @@
-"""Operations endpoints (no prefix): liveness, readiness, metrics."""
+"""Operations endpoints (no prefix): liveness, readiness, metrics.
+
+`/metrics` tells how the platform is loaded and failing, which is worth
+knowing to an attacker; it is served only to TCP peers in `METRICS_ALLOW`
+(default loopback: Prometheus on the host, or through nginx, which answers
+it only to its own allow-list). The peer is the connection's own address,
+never `X-Forwarded-For`. Everyone else gets the 404 of an unknown path.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ import logging
 
 from aiohttp import web
 
-from unimatch.domain.metrics import render
+from unimatch.domain.metrics import METRICS_REFUSED, render
+from unimatch.http.client_address import in_networks, networks, peer_address
 from unimatch.http.errors import error_response
-from unimatch.http.keys import CACHE, DB, DIRECTORY
+from unimatch.http.keys import CACHE, CONFIG, DB, DIRECTORY
 from unimatch.http.validation import json_response
 
 log = logging.getLogger("unimatch.ops")
@@ -50,5 +58,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    peer = peer_address(request)
+    if peer is None or not in_networks(peer, networks(request.app[CONFIG].metrics_allow)):
+        METRICS_REFUSED.inc()
+        return error_response(404, "not_found", "no such resource")
     body, content_type = render()
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -2,8 +2,11 @@
 themselves at `/media/{name}` (no API prefix).
 
 An upload is read as a stream and refused with 413 as soon as it passes
-`max_photo_bytes`; then it is decoded and re-encoded in a worker thread
-(see `unimatch.domain.media`), so the event loop never waits on Pillow.
+`max_photo_bytes`; then it is decoded and re-encoded in the app's bounded
+decoding pool (see `unimatch.domain.media`), so the event loop never waits on
+Pillow and at most `PHOTO_DECODE_WORKERS` images are in memory at once
+(past `PHOTO_DECODE_QUEUE` waiting, 503 with Retry-After). Each user may
+start `LIMIT_PHOTO_UPLOADS_PER_HOUR` uploads an hour (429 past it).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from aiohttp import web
 
 from unimatch.domain import media
 from unimatch.domain.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
-from unimatch.http.keys import CACHE, CONFIG, DB
+from unimatch.http.keys import CACHE, CONFIG, DB, LIMITER, PHOTO_DECODER
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
 from unimatch.http.profile import forget_profile
 from unimatch.http.validation import json_response, path_uuid
 from unimatch.storage import profiles
+from unimatch.storage.ratelimit import Limit
 
 routes = web.RouteTableDef()
 media_routes = web.RouteTableDef()
@@ -69,11 +73,16 @@ async def _read_photo(request: web.Request, limit: int) -> bytes:
 async def upload_photo(request: web.Request) -> web.Response:
     config, db = request.app[CONFIG], request.app[DB]
     user_id = principal_of(request).user_id
+    await request.app[LIMITER].require(
+        f"photo_upload:{user_id}",
+        Limit(max(config.limit_photo_uploads_per_hour, 1), 3600),
+        "too many photo uploads: try again later",
+    )
     # Checked again under a lock when recording; this spares the decoding work.
     if await profiles.photo_count(db, user_id) >= config.max_photos:
         raise profiles.too_many_photos(config.max_photos)
     data = await _read_photo(request, config.max_photo_bytes)
-    clean = await asyncio.to_thread(media.process_photo, data)
+    clean = await request.app[PHOTO_DECODER].run(media.process_photo, data)
     name = media.new_media_name(clean.suffix)
     await asyncio.to_thread(media.store_file, config.media_root, name, clean.data)
     try:

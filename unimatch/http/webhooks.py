@@ -16,7 +16,7 @@ from unimatch.domain.errors import Conflict, NotFound
 from unimatch.http.keys import CONFIG, DB
 from unimatch.http.permissions import IsVerified, principal_of, requires
 from unimatch.http.validation import Fields, json_response, path_uuid, read_json
-from unimatch.scheduler.webhooks import url_problem
+from unimatch.scheduler.webhooks import DestinationPolicy, url_problem
 from unimatch.storage import webhooks as store
 from unimatch.storage.notifications import KINDS
 
@@ -39,7 +39,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     url = fields.string("url", min_len=1)
     events = fields.items("events", _event, min_items=1, max_items=len(KINDS))
     if url is not None:
-        problem = url_problem(url, allow_private=request.app[CONFIG].webhook_allow_private)
+        problem = url_problem(url, DestinationPolicy.from_config(request.app[CONFIG]))
         if problem is not None:
             fields.error("url", problem)
     fields.check()
