@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
 
 from tests.chat_clients import ChatClient, make_match
-from tests.factories import make_user
+from tests.factories import PASSWORD, make_user
 from tests.waiting import eventually
 from unimatch.actors.links import remote_directory
+from unimatch.domain import tokens
 from unimatch.http.app import create_app
 from unimatch.ws.hub import HUB
 
@@ -178,3 +180,53 @@ async def test_silent_socket_is_closed_and_forgotten(aiohttp_client, config, db,
         await eventually(forgotten)
     finally:
         await session.close()
+
+
+async def test_a_socket_ends_with_its_token_unless_renewed(platform, db, config):
+    user = await make_user(db, config)
+    short = config.with_(access_ttl=3)
+    lapsing = await ChatClient.connect(platform.url, tokens.issue_access(short, user.id))
+    renewed = await ChatClient.connect(platform.url, tokens.issue_access(short, user.id))
+    try:
+        await renewed.send({"type": "auth", "token": tokens.issue_access(config, user.id)})
+        ok = await renewed.wait_for(lambda f: f["type"] in ("authenticated", "error"))
+        assert ok["type"] == "authenticated" and ok["expires_at"] > time.time() + 60
+        # A token of someone else is refused and changes nothing.
+        other = await make_user(db, config)
+        await renewed.send({"type": "auth", "token": other.token})
+        refused = await renewed.wait_for(lambda f: f["type"] == "error")
+        assert refused["code"] == "forbidden"
+
+        assert await lapsing.wait_closed(within=30) == 4001
+        assert lapsing.of_type("error")[-1]["code"] == "token_expired"
+        # The renewed socket outlived the token it opened with.
+        await renewed.send({"type": "ping"})
+        await renewed.wait_for(lambda f: f["type"] == "pong")
+        assert not renewed.closed
+    finally:
+        await lapsing.close()
+        await renewed.close()
+
+
+async def test_logout_closes_the_sockets_of_that_session_only(platform, db, config, http):
+    user = await make_user(db, config)
+
+    async def login() -> dict:
+        response = await http.post("/api/v1/auth/login",
+                                   json={"email": user.email, "password": PASSWORD})
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+    phone, laptop = await login(), await login()
+    on_phone = await ChatClient.connect(platform.url, phone["access"])
+    on_laptop = await ChatClient.connect(platform.url, laptop["access"])
+    try:
+        response = await http.post("/api/v1/auth/logout", json={"refresh": phone["refresh"]})
+        assert response.status == 204
+        assert await on_phone.wait_closed(within=30) == 4001
+        await on_laptop.send({"type": "ping"})
+        await on_laptop.wait_for(lambda f: f["type"] == "pong")
+        assert not on_laptop.closed
+    finally:
+        await on_phone.close()
+        await on_laptop.close()

@@ -108,13 +108,20 @@ class UserActor(VirtualActor):
             self._presence_changed()
         return reached
 
-    async def disconnect(self, close_code: int, reason: str) -> int:
-        """Close every socket of this user (e.g. 4003 on suspension); the
-        number closed. Idempotent."""
-        frame = {"type": CLOSE_FRAME, "code": int(close_code), "reason": str(reason)[:100]}
+    async def disconnect(
+        self, close_code: int, reason: str, family: str | None = None,
+        keep_family: str | None = None,
+    ) -> int:
+        """Close the sockets of this user (e.g. 4003 on suspension, 4001 when
+        a session ends): all of them, or only those authenticated in session
+        `family`, or all but those of `keep_family`. The number of sockets
+        reached. Idempotent."""
+        frame = {"type": CLOSE_FRAME, "code": int(close_code), "reason": str(reason)[:100],
+                 "family": family, "keep_family": keep_family}
         reached = await self.push([frame])
-        self.sockets.clear()
-        self._presence_changed()
+        if family is None and keep_family is None:
+            self.sockets.clear()
+            self._presence_changed()
         return reached
 
     async def touch(self) -> None:

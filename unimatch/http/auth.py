@@ -26,24 +26,35 @@ back, since nothing was checked).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import uuid
 
 from aiohttp import web
 
 from unimatch.domain import tokens
+from unimatch.domain.closes import CLOSE_UNAUTHORIZED
 from unimatch.domain.config import Config
-from unimatch.domain.errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
+from unimatch.domain.errors import (
+    DomainError,
+    Forbidden,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
 from unimatch.domain.passwords import (
     password_problems,
 )
 from unimatch.domain.workpool import Overloaded
 from unimatch.http.client_address import client_limit_key
-from unimatch.http.keys import CONFIG, DB, LIMITER, PASSWORDS
+from unimatch.http.keys import CONFIG, DB, DIRECTORY, LIMITER, PASSWORDS
 from unimatch.http.permissions import IsAuthenticated, bearer_token, principal_of, requires
 from unimatch.http.validation import Fields, json_response, read_json
 from unimatch.storage import accounts
 from unimatch.storage.ratelimit import Limit, RateLimiter
+
+log = logging.getLogger("unimatch.auth")
 
 routes = web.RouteTableDef()
 
@@ -283,7 +294,12 @@ async def refresh(request: web.Request) -> web.Response:
     token = fields.string("refresh", min_len=1, max_len=4096)
     fields.check()
     assert token is not None
-    pair = await accounts.rotate_refresh(request.app[DB], request.app[CONFIG], token)
+    try:
+        pair = await accounts.rotate_refresh(request.app[DB], request.app[CONFIG], token)
+    except Unauthorized as exc:
+        if exc.code == "token_reused":  # the family was revoked on the spot
+            await _close_session_sockets(request.app, token, "session revoked")
+        raise
     return json_response(pair.as_dict())
 
 
@@ -294,7 +310,34 @@ async def logout(request: web.Request) -> web.Response:
     fields.check()
     assert token is not None
     await accounts.logout(request.app[DB], request.app[CONFIG], token)
+    await _close_session_sockets(request.app, token, "logged out")
     return web.Response(status=204)
+
+
+async def _close_session_sockets(app: web.Application, refresh: str, reason: str) -> None:
+    """The sockets of the session a refresh token belongs to close 4001
+    (best effort: an access token that lapses closes its socket anyway)."""
+    try:
+        claims = tokens.decode(app[CONFIG], refresh, tokens.REFRESH)
+    except DomainError:
+        return
+    await _disconnect(app, claims.user_id, reason, family=claims.family_id)
+
+
+async def _disconnect(
+    app: web.Application, user_id: uuid.UUID, reason: str, *,
+    family: uuid.UUID | None = None, keep_family: uuid.UUID | None = None,
+) -> None:
+    directory = app[DIRECTORY]
+    if directory is None:
+        return
+    try:
+        await directory.call(
+            "user", str(user_id), "disconnect", CLOSE_UNAUTHORIZED, reason,
+            str(family) if family else None, str(keep_family) if keep_family else None,
+        )
+    except Exception as exc:
+        log.warning("could not close the sockets of %s: %r", user_id, exc)
 
 
 # -- passwords ------------------------------------------------------------------
@@ -341,6 +384,7 @@ async def change_password(request: web.Request) -> web.Response:
     await _release(limiter, reserved[1:])
     family = tokens.decode(config, bearer_token(request), tokens.ACCESS).family_id
     await accounts.change_password(db, user_id, new_hash, keep_family=family)
+    await _disconnect(request.app, user_id, "password changed", keep_family=family)
     return web.Response(status=204)
 
 
@@ -392,6 +436,10 @@ async def reset_password(request: web.Request) -> web.Response:
     except accounts.NoLiveCode:
         await _answer_no_live_code(limiter, accounts.RESET, email)
         raise
-    # The account's lockout ends with its old password.
+    # The account's lockout ends with its old password, and so does every
+    # session and socket.
     await limiter.reset(f"login_account:{email}")
+    account = await accounts.find_account(request.app[DB], email)
+    if account is not None:
+        await _disconnect(request.app, account.id, "password reset")
     return web.Response(status=204)

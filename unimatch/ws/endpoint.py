@@ -156,6 +156,7 @@ class ChatSocket:
             self.conn.send_frame(codec.error_frame("forbidden", "a token of another user"))
             return
         self.expire_at(claims.expires_at)
+        self.conn.family = str(claims.family_id) if claims.family_id else None
         self.conn.send_frame({"type": "authenticated", "expires_at": claims.expires_at})
 
     def stop(self) -> None:
@@ -442,6 +443,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     conn = Connection(ws, principal.user_id, scope, config.ws_send_queue)
     # Every line this socket's tasks log names the connection and the user;
     # the access line at close names the user.
+    conn.family = str(claims.family_id) if claims.family_id else None
     bind_connection(conn.id, principal.user_id)
     request[PRINCIPAL] = principal
     await conn.load_matches(request.app[DB])

@@ -51,6 +51,7 @@ class Connection:
         "_close_task",
         "closing",
         "ended",
+        "family",
         "holding",
         "id",
         "last_touch",
@@ -84,6 +85,8 @@ class Connection:
         # without waking an actor. Kept current by `match` / `unmatch` frames.
         self.matches: set[uuid.UUID] = set()
         self.ended: set[uuid.UUID] = set()
+        # The session (refresh-token family) of the token the socket holds.
+        self.family: str | None = None
         self._close_task: asyncio.Task[None] | None = None
         self.queue = SendQueue(ws, queue_limit, self._overflow)
 
@@ -104,6 +107,11 @@ class Connection:
             return False
         kind = frame.get("type")
         if kind == CLOSE_FRAME:
+            family, keep = frame.get("family"), frame.get("keep_family")
+            if (family is not None and family != self.family) or (
+                keep is not None and keep == self.family
+            ):
+                return True  # a close for another session of the user
             code = int(frame.get("code", CLOSE_GOING_AWAY))
             self.close_soon(code, str(frame.get("reason", "")), flush=True)
             return True
