@@ -46,7 +46,7 @@ from unimatch.ws.errors import (
     frame_for,
     unexpected_frame,
 )
-from unimatch.ws.hub import HUB, Connection, SocketHub
+from unimatch.ws.hub import HUB, Connection, SocketHub, TokenBucket
 
 log = logging.getLogger("unimatch.ws")
 
@@ -63,6 +63,11 @@ SYNC_PAGE = 500
 SLOW_READER_PATIENCE = 5.0
 TOUCH_EVERY = 60.0
 CLOSE_TRY_AGAIN = 1013
+# Frames a socket may send: a burst, then a steady rate (an app sends a few a
+# second: messages, receipts, typing). Past it the socket is closed 4008.
+FRAMES_BURST, FRAMES_PER_SECOND = 1000, 200
+# A socket's reader yields to the event loop after this many frames.
+YIELD_EVERY = 32
 # The `retry_after` of an `overloaded` error frame, in seconds.
 OVERLOAD_RETRY = 1.0
 # Sends one socket may have queued or at an actor; past it, `overloaded`.
@@ -99,13 +104,28 @@ class ChatSocket:
         task.add_done_callback(self._tasks.discard)
 
     async def serve(self) -> None:
+        frames = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
+        handled = 0
         async for msg in self.conn.ws:
+            if frames.take():
+                # Far past what any app sends: a flood. It ends here, before
+                # it costs the node's other sockets their share of the loop.
+                WS_SLOW_CLOSED.labels("frame_flood").inc()
+                self.conn.send_frame(codec.error_frame(
+                    "rate_limited", f"more than {FRAMES_PER_SECOND} frames a second"))
+                self.conn.close_soon(CLOSE_RATE_LIMITED, "too many frames", flush=True)
+                break
             if msg.type is WSMsgType.TEXT:
                 await self.handle(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 self.conn.send_frame(codec.error_frame("invalid_frame", "frames are JSON text"))
             if self.conn.closing:
                 break
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                # Frames already buffered are read without waiting: let the
+                # node's other sockets and actors run between batches of them.
+                await asyncio.sleep(0)
 
     async def handle(self, raw: str) -> None:
         try:
@@ -468,6 +488,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         if not conn.closing:
             conn.queue.close()
         await _detach(session, node, conn)
+        # A close the server started (a flood, a slow reader) finishes its
+        # handshake before the handler returns and aiohttp drops the transport.
+        await conn.wait_closed()
     return ws
 
 

@@ -165,6 +165,11 @@ class Connection:
             self._close(code, reason, flush)
         )
 
+    async def wait_closed(self) -> None:
+        """The close this side started, if any, has run (bounded by its grace)."""
+        if self._close_task is not None:
+            await asyncio.wait([self._close_task], timeout=2 * CLOSE_GRACE)
+
     async def _close(self, code: int, reason: str, flush: bool) -> None:
         WS_CLOSED.labels(str(code)).inc()
         if flush:
