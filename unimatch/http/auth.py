@@ -20,10 +20,11 @@ import re
 from aiohttp import web
 
 from unimatch.config import Config
-from unimatch.errors import Forbidden, RateLimited, Unauthorized
+from unimatch.errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
 from unimatch.http.keys import CONFIG, DB, LIMITER
-from unimatch.http.validation import Fields, json_response, read_json
+from unimatch.http.validation import json_response, parse_body
 from unimatch.passwords import hash_password, password_problems, spend_verification, verify_password
+from unimatch.schemas import auth as schema
 from unimatch.storage import accounts
 from unimatch.storage.ratelimit import Limit
 
@@ -99,21 +100,16 @@ async def register(request: web.Request) -> web.Response:
         _register_limit(config),
         "too many registrations from this network: try again later",
     )
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    password = fields.string("password", min_len=1, strip=False)
-    display_name = fields.string("display_name", min_len=1, max_len=50)
-    if email is not None:
-        email = accounts.normalise_email(email)
-        for problem in email_problems(email, config.allowed_email_domains):
-            fields.error("email", problem)
-    if password is not None:
-        for problem in password_problems(
-            password, email=email or "", display_name=display_name or ""
-        ):
-            fields.error("password", problem)
-    fields.check()
-    assert email is not None and password is not None and display_name is not None
+    body = await parse_body(request, schema.Register)
+    email, password, display_name = (
+        accounts.normalise_email(body.email), body.password, body.display_name
+    )
+    problems = {
+        "email": email_problems(email, config.allowed_email_domains),
+        "password": password_problems(password, email=email, display_name=display_name),
+    }
+    if any(problems.values()):
+        raise ValidationFailed({field: found for field, found in problems.items() if found})
     account = await accounts.register(
         request.app[DB],
         config,
@@ -128,15 +124,10 @@ async def register(request: web.Request) -> web.Response:
 
 @routes.post("/auth/otp/verify")
 async def verify_otp(request: web.Request) -> web.Response:
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    code = fields.string("code", min_len=1, max_len=accounts.OTP_DIGITS)
-    if code is not None and not (code.isascii() and code.isdigit()
-                                 and len(code) == accounts.OTP_DIGITS):
-        fields.error("code", f"must be {accounts.OTP_DIGITS} digits")
-    fields.check()
-    assert email is not None and code is not None
-    account, pair = await accounts.verify_otp(request.app[DB], request.app[CONFIG], email, code)
+    body = await parse_body(request, schema.OtpVerify)
+    account, pair = await accounts.verify_otp(
+        request.app[DB], request.app[CONFIG], body.email, body.code
+    )
     return json_response({**pair.as_dict(), "user": account.public()})
 
 
@@ -148,12 +139,9 @@ async def resend_otp(request: web.Request) -> web.Response:
         _register_limit(config),
         "too many code requests from this network: try again later",
     )
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    fields.check()
-    assert email is not None
+    body = await parse_body(request, schema.EmailOnly)
     # Whether anything was pending is not told: 202 either way.
-    await accounts.resend_otp(request.app[DB], config, email)
+    await accounts.resend_otp(request.app[DB], config, body.email)
     return json_response(
         {"detail": "if a registration is pending for this email, a new code is on its way"},
         status=202,
@@ -163,11 +151,8 @@ async def resend_otp(request: web.Request) -> web.Response:
 @routes.post("/auth/login")
 async def login(request: web.Request) -> web.Response:
     config, db, limiter = request.app[CONFIG], request.app[DB], request.app[LIMITER]
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    password = fields.string("password", min_len=1, max_len=1024, strip=False)
-    fields.check()
-    assert email is not None and password is not None
+    body = await parse_body(request, schema.Login)
+    email, password = body.email, body.password
 
     key = f"login_failures:{accounts.normalise_email(email)}:{client_ip(request)}"
     limit = _login_limit(config)
@@ -203,19 +188,13 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/auth/refresh")
 async def refresh(request: web.Request) -> web.Response:
-    fields = Fields(await read_json(request))
-    token = fields.string("refresh", min_len=1, max_len=4096)
-    fields.check()
-    assert token is not None
-    pair = await accounts.rotate_refresh(request.app[DB], request.app[CONFIG], token)
+    body = await parse_body(request, schema.RefreshToken)
+    pair = await accounts.rotate_refresh(request.app[DB], request.app[CONFIG], body.refresh)
     return json_response(pair.as_dict())
 
 
 @routes.post("/auth/logout")
 async def logout(request: web.Request) -> web.Response:
-    fields = Fields(await read_json(request))
-    token = fields.string("refresh", min_len=1, max_len=4096)
-    fields.check()
-    assert token is not None
-    await accounts.logout(request.app[DB], request.app[CONFIG], token)
+    body = await parse_body(request, schema.RefreshToken)
+    await accounts.logout(request.app[DB], request.app[CONFIG], body.refresh)
     return web.Response(status=204)

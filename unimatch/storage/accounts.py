@@ -38,13 +38,14 @@ from unimatch.errors import (
     ValidationFailed,
 )
 from unimatch.scheduler.mail import enqueue_email
+from unimatch.schemas import limits
 from unimatch.storage.pg import Database
 from unimatch.storage.users import ACTIVE_SUSPENSION
 
 OTP_TTL_SECONDS = 600
 OTP_MAX_ATTEMPTS = 5
 OTP_RESEND_SECONDS = 60
-OTP_DIGITS = 6
+OTP_DIGITS = limits.OTP_DIGITS
 
 _ACCOUNT_COLUMNS = f"""
     u.id, u.email, u.display_name, u.role, u.is_verified, u.password_hash, u.created_at,

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from unimatch.errors import Conflict, Forbidden, NotFound
+from unimatch.schemas import vocabulary
 from unimatch.storage.accounts import revoke_user_families
 from unimatch.storage.notifications import (
     KIND_REPORT_RESOLVED,
@@ -37,9 +38,9 @@ from unimatch.storage.notifications import (
 )
 from unimatch.storage.users import ACTIVE_SUSPENSION
 
-REASONS = ("spam", "harassment", "fake_profile", "inappropriate_content", "underage", "other")
-ACTIONS = ("dismiss", "warn", "suspend", "ban")
-STATUSES = ("open", "resolved")
+REASONS = vocabulary.REPORT_REASONS
+ACTIONS = vocabulary.MODERATION_ACTIONS
+STATUSES = vocabulary.REPORT_STATUSES
 
 USER_EXISTS = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)"
 
