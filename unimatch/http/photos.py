@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from unimatch import media
 from unimatch.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
@@ -59,7 +60,7 @@ async def _read_photo(request: web.Request, limit: int) -> bytes:
                 if len(data) > limit:
                     raise _too_large(limit)
             return bytes(data)
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise ValidationFailed({FIELD: ["malformed multipart body"]}) from exc
     raise ValidationFailed({FIELD: ["this field is required"]})
 
