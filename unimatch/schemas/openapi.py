@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -217,8 +217,3 @@ def document() -> dict[str, Any]:
     """The served document (built once per process)."""
     return build()
 
-
-def frame_schema(direction: Literal["client", "server"]) -> list[str]:
-    """The component names of the frames of one direction."""
-    models = frames.CLIENT_FRAMES if direction == "client" else frames.SERVER_FRAMES
-    return [model.__name__ for model in models]
