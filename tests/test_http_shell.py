@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pydantic import Field
 
 from unimatch.domain.config import Config
 from unimatch.domain.errors import Conflict, RateLimited
 from unimatch.http.app import create_app
-from unimatch.http.validation import Fields, read_json
+from unimatch.http.validation import parse_body
+from unimatch.schemas.base import Body
 
 
 def _closed_port() -> int:
@@ -26,13 +29,14 @@ async def _boom(request: web.Request) -> web.Response:
     raise RuntimeError("secret internal detail")
 
 
+class _Person(Body):
+    name: Annotated[str, Field(min_length=1, max_length=5)]
+    age: Annotated[int, Field(ge=18)]
+
+
 async def _echo(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    fields = Fields(body)
-    name = fields.string("name", min_len=1, max_len=5)
-    age = fields.integer("age", minimum=18)
-    fields.check()
-    return web.json_response({"name": name, "age": age})
+    person = await parse_body(request, _Person)
+    return web.json_response({"name": person.name, "age": person.age})
 
 
 async def _conflict(request: web.Request) -> web.Response:

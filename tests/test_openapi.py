@@ -1,5 +1,6 @@
-"""The OpenAPI document is valid, served, and describes exactly the routes the
-app registers: adding a route without documenting it fails here."""
+"""The OpenAPI document is generated from the models of `unimatch.schemas`,
+valid, served, and describes exactly the routes the app registers: adding a
+route without declaring it in `schemas.api` fails here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from openapi_spec_validator import validate
 from unimatch.domain.config import Config
 from unimatch.http.app import create_app
 from unimatch.http.openapi import document
+from unimatch.schemas import api, limits
+from unimatch.schemas.chat import SendMessage
+from unimatch.schemas.profile import ProfilePatch
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
@@ -98,3 +102,48 @@ async def test_secured_operations_refuse_requests_without_a_token(client: TestCl
             assert body["status_code"] == 401 and body["error"] == "unauthorized"
             checked += 1
     assert checked > 20
+
+
+def test_document_is_generated_from_the_models():
+    """Bodies are the models' own JSON schemas, limits included: the document
+    cannot drift from what the handlers validate."""
+    spec = document()
+    schemas = spec["components"]["schemas"]
+    patch = ProfilePatch.model_json_schema(ref_template="#/components/schemas/{model}")
+    assert schemas["ProfilePatch"]["properties"] == patch["properties"]
+    assert schemas["ProfilePatch"]["additionalProperties"] is False
+    body = schemas["SendMessage"]["properties"]["body"]
+    assert body["maxLength"] == limits.CHAT_BODY_MAX == 2000
+    assert SendMessage.model_fields["body"].is_required()
+    operation = spec["paths"]["/api/v1/matches/{match_id}/messages"]["get"]
+    bounds = {p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "query"}
+    assert bounds["after_seq"]["maximum"] == limits.SEQ_MAX == 2**31 - 1
+    assert bounds["limit"] == {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
+    for op in api.OPERATIONS:
+        if op.body is not None and not op.planned:
+            request = spec["paths"][op.path][op.method]["requestBody"]
+            ref = request["content"]["application/json"]["schema"]["$ref"]
+            assert ref == f"#/components/schemas/{op.body.__name__}"
+            assert {"400", "413", "415"} <= set(spec["paths"][op.path][op.method]["responses"])
+
+
+def test_every_websocket_frame_is_described():
+    schemas = document()["components"]["schemas"]
+    for name in ("SendFrame", "ReceiptFrame", "TypingFrame", "SyncFrame", "PingFrame",
+                 "AuthFrame", "ReadyFrame", "AckFrame", "MessageFrame", "ReceiptOutFrame",
+                 "TypingOutFrame", "PresenceFrame", "MatchFrame", "UnmatchFrame",
+                 "NotificationFrame", "SyncedFrame", "PongFrame", "ErrorFrame"):
+        assert schemas[name]["properties"]["type"], name
+
+
+def test_password_operations_are_served_from_their_models():
+    spec = document()
+    validate(spec)
+    for path in ("/api/v1/me/password", "/api/v1/auth/password/forgot",
+                 "/api/v1/auth/password/reset"):
+        assert "post" in spec["paths"][path], path
+    reset = spec["paths"]["/api/v1/auth/password/reset"]["post"]["requestBody"]
+    assert reset["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PasswordReset"}
+    assert set(spec["components"]["schemas"]["PasswordReset"]["required"]) == {
+        "email", "code", "new"}

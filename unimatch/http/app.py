@@ -34,7 +34,7 @@ from unimatch.ws.hub import HUB, SocketHub
 log = logging.getLogger("unimatch.http")
 
 # Photo uploads are the largest bodies; JSON bodies are capped lower in
-# `validation.read_json`.
+# `validation.read_body` (`schemas.limits.JSON_BODY_MAX_BYTES`).
 CLIENT_MAX_SIZE = 6 * 1024 * 1024
 
 

@@ -50,7 +50,8 @@ from unimatch.domain.workpool import Overloaded
 from unimatch.http.client_address import client_limit_key
 from unimatch.http.keys import CONFIG, DB, DIRECTORY, LIMITER, PASSWORDS
 from unimatch.http.permissions import IsAuthenticated, bearer_token, principal_of, requires
-from unimatch.http.validation import Fields, json_response, read_json
+from unimatch.http.validation import json_response, parse_body
+from unimatch.schemas import auth as schema
 from unimatch.storage import accounts
 from unimatch.storage.ratelimit import Limit, RateLimiter
 
@@ -162,12 +163,6 @@ async def _answer_no_live_code(limiter: RateLimiter, purpose: str, email: str) -
     raise accounts.wrong_code(decision.remaining)
 
 
-def _six_digits(fields: Fields, code: str | None) -> None:
-    if code is not None and not (code.isascii() and code.isdigit()
-                                 and len(code) == accounts.OTP_DIGITS):
-        fields.error("code", f"must be {accounts.OTP_DIGITS} digits")
-
-
 @routes.post("/auth/register")
 async def register(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
@@ -176,21 +171,16 @@ async def register(request: web.Request) -> web.Response:
         _register_limit(config),
         "too many registrations from this network: try again later",
     )
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    password = fields.string("password", min_len=1, strip=False)
-    display_name = fields.string("display_name", min_len=1, max_len=50)
-    if email is not None:
-        email = accounts.normalise_email(email)
-        for problem in email_problems(email, config.allowed_email_domains):
-            fields.error("email", problem)
-    if password is not None:
-        for problem in password_problems(
-            password, email=email or "", display_name=display_name or ""
-        ):
-            fields.error("password", problem)
-    fields.check()
-    assert email is not None and password is not None and display_name is not None
+    body = await parse_body(request, schema.Register)
+    email, password, display_name = (
+        accounts.normalise_email(body.email), body.password, body.display_name
+    )
+    problems = {
+        "email": email_problems(email, config.allowed_email_domains),
+        "password": password_problems(password, email=email, display_name=display_name),
+    }
+    if any(problems.values()):
+        raise ValidationFailed({field: found for field, found in problems.items() if found})
     account = await accounts.register(
         request.app[DB],
         config,
@@ -206,13 +196,8 @@ async def register(request: web.Request) -> web.Response:
 @routes.post("/auth/otp/verify")
 async def verify_otp(request: web.Request) -> web.Response:
     config, limiter = request.app[CONFIG], request.app[LIMITER]
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    code = fields.string("code", min_len=1, max_len=accounts.OTP_DIGITS)
-    _six_digits(fields, code)
-    fields.check()
-    assert email is not None and code is not None
-    email = accounts.normalise_email(email)
+    body = await parse_body(request, schema.OtpVerify)
+    email, code = accounts.normalise_email(body.email), body.code
     await _reserve(
         limiter, _code_check_reservation(config, email, client_limit_key(request)),
         "too many code attempts: try again later",
@@ -233,10 +218,7 @@ async def resend_otp(request: web.Request) -> web.Response:
         _register_limit(config),
         "too many code requests from this network: try again later",
     )
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    fields.check()
-    assert email is not None
+    email = (await parse_body(request, schema.EmailOnly)).email
     # Whether anything was pending is not told: 202 either way.
     await accounts.resend_otp(request.app[DB], config, email)
     return json_response(
@@ -249,12 +231,8 @@ async def resend_otp(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     config, db, limiter = request.app[CONFIG], request.app[DB], request.app[LIMITER]
     work = request.app[PASSWORDS]
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    password = fields.string("password", min_len=1, max_len=1024, strip=False)
-    fields.check()
-    assert email is not None and password is not None
-    email = accounts.normalise_email(email)
+    body = await parse_body(request, schema.Login)
+    email, password = accounts.normalise_email(body.email), body.password
 
     reserved = await _reserve(
         limiter, _login_reservation(config, email, client_limit_key(request)),
@@ -290,10 +268,7 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/auth/refresh")
 async def refresh(request: web.Request) -> web.Response:
-    fields = Fields(await read_json(request))
-    token = fields.string("refresh", min_len=1, max_len=4096)
-    fields.check()
-    assert token is not None
+    token = (await parse_body(request, schema.RefreshToken)).refresh
     try:
         pair = await accounts.rotate_refresh(request.app[DB], request.app[CONFIG], token)
     except Unauthorized as exc:
@@ -305,10 +280,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 @routes.post("/auth/logout")
 async def logout(request: web.Request) -> web.Response:
-    fields = Fields(await read_json(request))
-    token = fields.string("refresh", min_len=1, max_len=4096)
-    fields.check()
-    assert token is not None
+    token = (await parse_body(request, schema.RefreshToken)).refresh
     await accounts.logout(request.app[DB], request.app[CONFIG], token)
     await _close_session_sockets(request.app, token, "logged out")
     return web.Response(status=204)
@@ -354,16 +326,11 @@ async def change_password(request: web.Request) -> web.Response:
     account = await accounts.load_account(db, user_id)
     if account is None:
         raise Unauthorized("account no longer exists", code="invalid_token")
-    fields = Fields(await read_json(request))
-    current = fields.string("current", min_len=1, max_len=1024, strip=False)
-    new = fields.string("new", min_len=1, strip=False)
-    if new is not None:
-        for problem in password_problems(
-            new, email=account.email, display_name=account.display_name
-        ):
-            fields.error("new", problem)
-    fields.check()
-    assert current is not None and new is not None
+    body = await parse_body(request, schema.PasswordChange)
+    current, new = body.current, body.new
+    problems = password_problems(new, email=account.email, display_name=account.display_name)
+    if problems:
+        raise ValidationFailed({"new": problems})
 
     # The current password is guessed no faster here than at login.
     reserved = await _reserve(
@@ -398,10 +365,7 @@ async def forgot_password(request: web.Request) -> web.Response:
         _register_limit(config),
         "too many reset requests from this network: try again later",
     )
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    fields.check()
-    assert email is not None
+    email = (await parse_body(request, schema.PasswordForgot)).email
     await accounts.request_password_reset(request.app[DB], config, email)
     return json_response(
         {"detail": "if an account exists for this email, a reset code is on its way"},
@@ -414,18 +378,11 @@ async def reset_password(request: web.Request) -> web.Response:
     """204: the password is set, a pending account is verified, and every
     session of the account ends. Code errors as `/auth/otp/verify`."""
     config, limiter = request.app[CONFIG], request.app[LIMITER]
-    fields = Fields(await read_json(request))
-    email = fields.string("email", min_len=1, max_len=254)
-    code = fields.string("code", min_len=1, max_len=accounts.OTP_DIGITS)
-    new = fields.string("new", min_len=1, strip=False)
-    _six_digits(fields, code)
-    if email is not None:
-        email = accounts.normalise_email(email)
-    if new is not None:
-        for problem in password_problems(new, email=email or ""):
-            fields.error("new", problem)
-    fields.check()
-    assert email is not None and code is not None and new is not None
+    body = await parse_body(request, schema.PasswordReset)
+    email, code, new = accounts.normalise_email(body.email), body.code, body.new
+    problems = password_problems(new, email=email)
+    if problems:
+        raise ValidationFailed({"new": problems})
     await _reserve(
         limiter, _code_check_reservation(config, email, client_limit_key(request)),
         "too many code attempts: try again later",

@@ -12,17 +12,14 @@ import uuid
 from aiohttp import web
 
 from unimatch.domain.errors import NotFound
-from unimatch.domain.messages import clean_body
 from unimatch.http.keys import CONFIG, DB, LIMITER, directory_of
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
-from unimatch.http.validation import Fields, json_response, path_uuid, read_json
+from unimatch.http.validation import json_response, parse_body, parse_query, path_uuid
+from unimatch.schemas import chat as schema
 from unimatch.storage import messages as sql
 from unimatch.storage.ratelimit import Limit
 
 routes = web.RouteTableDef()
-
-DEFAULT_PAGE, MAX_PAGE = 50, 200
-
 
 async def _member_match(request: web.Request) -> tuple[uuid.UUID, uuid.UUID]:
     """(match_id, user_id); 404 when the caller is not in this match."""
@@ -39,16 +36,13 @@ async def list_messages(request: web.Request) -> web.Response:
     """`?after_seq=&before_seq=&limit=50` → `{messages}` in seq order: the
     oldest page after `after_seq`, else the newest page before `before_seq`
     (or the newest of all)."""
-    fields = Fields(request.query)
-    after = fields.integer("after_seq", required=False, minimum=0)
-    before = fields.integer("before_seq", required=False, minimum=1)
-    limit = fields.integer("limit", required=False, minimum=1, maximum=MAX_PAGE,
-                           default=DEFAULT_PAGE)
-    fields.check()
-    assert limit is not None
+    query = parse_query(request, schema.HistoryQuery)
     match_id, _ = await _member_match(request)
     async with request.app[DB].connection() as conn:
-        rows = await sql.history(conn, match_id, after_seq=after, before_seq=before, limit=limit)
+        rows = await sql.history(
+            conn, match_id, after_seq=query.after_seq, before_seq=query.before_seq,
+            limit=query.limit,
+        )
     return json_response({"messages": [sql.message_json(r) for r in rows]})
 
 
@@ -57,18 +51,14 @@ async def list_messages(request: web.Request) -> web.Response:
 async def post_message(request: web.Request) -> web.Response:
     """`{client_msg_id, body}` → 201 `{message_id, seq, created_at}`; a
     repeated client_msg_id answers the original message."""
-    fields = Fields(await read_json(request))
-    client_msg_id = fields.string("client_msg_id", min_len=1, max_len=100, strip=False)
-    raw_body = fields.string("body", strip=False)
-    fields.check()
-    # Checked here, at the edge, once: the match's actor trusts it.
-    body = clean_body(raw_body)
+    message = await parse_body(request, schema.SendMessage)
     match_id, me = await _member_match(request)
     config = request.app[CONFIG]
     limit = Limit(config.limit_chat_burst, config.limit_chat_burst / config.limit_chat_per_second)
     await request.app[LIMITER].require(f"chat_http:{me}", limit, "too many messages")
     ack = await directory_of(request.app).call(
-        "match", str(match_id), "send_message", me, client_msg_id, body
+        "match", str(match_id), "send_message", me, message.client_msg_id,
+        message.body,
     )
     return json_response(
         {"message_id": ack["message_id"], "seq": ack["seq"], "created_at": ack["created_at"]},
@@ -80,9 +70,9 @@ async def post_message(request: web.Request) -> web.Response:
 @requires(IsAuthenticated)
 async def mark_read(request: web.Request) -> web.Response:
     """`{seq}` → 204: the other user's messages up to `seq` are read."""
-    fields = Fields(await read_json(request))
-    seq = fields.integer("seq", minimum=0)
-    fields.check()
+    body = await parse_body(request, schema.MarkRead)
     match_id, me = await _member_match(request)
-    await directory_of(request.app).call("match", str(match_id), "mark_messages", me, seq, "read")
+    await directory_of(request.app).call(
+        "match", str(match_id), "mark_messages", me, body.seq, "read"
+    )
     return web.Response(status=204)

@@ -22,16 +22,19 @@ from unimatch.http.permissions import (
     requires,
     token_user,
 )
-from unimatch.http.validation import Fields, json_response, path_uuid, read_json
+from unimatch.http.validation import (
+    json_response,
+    parse_body,
+    parse_query,
+    path_uuid,
+)
+from unimatch.schemas import discover as schema
 from unimatch.storage import blocks as block_sql
 from unimatch.storage import matches as match_sql
 from unimatch.storage.cache import MATCH_LIST_TTL, match_list_key
-from unimatch.storage.feed import FEED_SIZE, cached_page, refresh_feed
+from unimatch.storage.feed import cached_page, refresh_feed
 
 routes = web.RouteTableDef()
-
-DEFAULT_PAGE = 20
-
 
 @routes.get("/discover")
 async def discover(request: web.Request) -> web.Response:
@@ -40,11 +43,7 @@ async def discover(request: web.Request) -> web.Response:
     profile. A cached page is read while that is checked (and dropped if the
     check fails); a feed is only computed once it has passed."""
     me = token_user(request)
-    fields = Fields(request.query)
-    limit = fields.integer("limit", required=False, minimum=1, maximum=FEED_SIZE,
-                           default=DEFAULT_PAGE)
-    fields.check()
-    assert limit is not None
+    limit = parse_query(request, schema.DiscoverQuery).limit
     db, cache = request.app[DB], request.app[CACHE]
     _, page = await asyncio.gather(
         authorize(request, IsProfileComplete), cached_page(db, cache, me, limit)
@@ -59,11 +58,8 @@ async def discover(request: web.Request) -> web.Response:
 @requires(IsProfileComplete)
 async def swipe(request: web.Request) -> web.Response:
     """`{target_id, action: like | pass}` → 201 `{matched, match_id}`."""
-    fields = Fields(await read_json(request))
-    target = fields.uuid("target_id")
-    action = fields.choice("action", ("like", "pass"))
-    fields.check()
-    assert target is not None and action is not None
+    body = await parse_body(request, schema.Swipe)
+    target, action = body.target_id, body.action
     me = principal_of(request).user_id
     if target == me:
         raise ValidationFailed({"target_id": ["you cannot swipe yourself"]})
@@ -107,10 +103,7 @@ async def unmatch(request: web.Request) -> web.Response:
 @requires(IsVerified)
 async def block(request: web.Request) -> web.Response:
     """`{user_id}` → 201: hidden both ways from now on, any match ended."""
-    fields = Fields(await read_json(request))
-    target = fields.uuid("user_id")
-    fields.check()
-    assert target is not None
+    target = (await parse_body(request, schema.Block)).user_id
     me = principal_of(request).user_id
     if target == me:
         raise ValidationFailed({"user_id": ["you cannot block yourself"]})

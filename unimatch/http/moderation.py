@@ -10,7 +10,6 @@ caches and publishes notifications.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -23,7 +22,13 @@ from unimatch.domain.errors import NotFound, ValidationFailed
 from unimatch.domain.metrics import MODERATION_ACTIONS, REPORTS_FILED
 from unimatch.http.keys import CACHE, DB, DIRECTORY, LIMITER
 from unimatch.http.permissions import IsModerator, IsVerified, principal_of, requires
-from unimatch.http.validation import Fields, json_response, path_uuid, read_json
+from unimatch.http.validation import (
+    json_response,
+    parse_body,
+    parse_query,
+    path_uuid,
+)
+from unimatch.schemas import moderation as schema
 from unimatch.storage import moderation as store
 from unimatch.storage.cache import feed_key, match_list_key, profile_key
 from unimatch.storage.ratelimit import Limit
@@ -31,15 +36,8 @@ from unimatch.storage.ratelimit import Limit
 log = logging.getLogger("unimatch.moderation")
 
 REPORTS_PER_HOUR = Limit(burst=20, per_seconds=3600)
-MAX_REASON = 500
-MAX_DETAILS = 2000
 
 routes = web.RouteTableDef()
-
-
-def _future(fields: Fields, name: str, value: dt.datetime | None) -> None:
-    if value is not None and value <= dt.datetime.now(dt.UTC):
-        fields.error(name, "must be in the future")
 
 
 async def _disconnect(directory: Any, user_id: uuid.UUID) -> None:
@@ -95,14 +93,10 @@ async def _announce_end(
 async def create_report(request: web.Request) -> web.Response:
     """201 `{report_id, created_at}`; at most 20 reports an hour per reporter."""
     reporter_id = principal_of(request).user_id
-    fields = Fields(await read_json(request))
-    reported_id = fields.uuid("reported_user_id")
-    reason = fields.choice("reason", store.REASONS)
-    details = fields.string("details", required=False, max_len=MAX_DETAILS, default="")
-    if reported_id is not None and reported_id == reporter_id:
-        fields.error("reported_user_id", "you cannot report yourself")
-    fields.check()
-    assert reported_id is not None and reason is not None
+    body = await parse_body(request, schema.CreateReport)
+    reported_id, reason, details = body.reported_user_id, body.reason, body.details
+    if reported_id == reporter_id:
+        raise ValidationFailed({"reported_user_id": ["you cannot report yourself"]})
 
     db = request.app[DB]
     if not await store.user_exists(db, reported_id):
@@ -110,7 +104,7 @@ async def create_report(request: web.Request) -> web.Response:
     await request.app[LIMITER].require(
         f"reports:{reporter_id}", REPORTS_PER_HOUR, "too many reports; try again later"
     )
-    report = await store.create_report(db, reporter_id, reported_id, reason, details or "")
+    report = await store.create_report(db, reporter_id, reported_id, reason, details)
     REPORTS_FILED.labels(reason).inc()
     log.info("user %s reported %s (%s): report %s", reporter_id, reported_id, reason,
              report["report_id"])
@@ -123,18 +117,13 @@ async def list_reports(request: web.Request) -> web.Response:
     """The queue, oldest first. `status` open (default), resolved or all;
     `reported_user_id` narrows to one user; `after=<report_id>` and `limit`
     (1-100, default 50) paginate; `next_after` is the next page's cursor."""
-    query = Fields(request.query)
-    status = query.choice("status", (*store.STATUSES, "all"), required=False) or "open"
-    reported_id = query.uuid("reported_user_id", required=False)
-    after = query.uuid("after", required=False)
-    limit = query.integer("limit", required=False, minimum=1, maximum=100, default=50)
-    query.check()
-    assert limit is not None
+    query = parse_query(request, schema.ReportsQuery)
+    limit = query.limit
     page = await store.list_reports(
         request.app[DB],
-        status=None if status == "all" else status,
-        reported_user_id=reported_id,
-        after=after,
+        status=None if query.status == "all" else query.status,
+        reported_user_id=query.reported_user_id,
+        after=query.after,
         limit=limit,
     )
     if page is None:
@@ -161,14 +150,8 @@ async def resolve_report(request: web.Request) -> web.Response:
     Which reports a resolution closes: see `storage.moderation.resolve_report`."""
     moderator_id = principal_of(request).user_id
     report_id = path_uuid(request, "report_id")
-    fields = Fields(await read_json(request))
-    action = fields.choice("action", store.ACTIONS)
-    until = fields.datetime("until", required=action == "suspend")
-    if action in {"dismiss", "warn", "ban"} and until is not None:
-        fields.error("until", f"not allowed with {action}")
-    _future(fields, "until", until)
-    fields.check()
-    assert action is not None
+    body = await parse_body(request, schema.ResolveReport)
+    action, until = body.action, body.until
 
     async with request.app[DB].transaction() as conn:
         resolution = await store.resolve_report(
@@ -202,12 +185,8 @@ async def suspend(request: web.Request) -> web.Response:
     200 when it replaced one in force. 403 for a moderator or oneself."""
     moderator_id = principal_of(request).user_id
     user_id = path_uuid(request, "user_id")
-    fields = Fields(await read_json(request))
-    reason = fields.string("reason", min_len=1, max_len=MAX_REASON)
-    until = fields.datetime("until", required=False)
-    _future(fields, "until", until)
-    fields.check()
-    assert reason is not None
+    body = await parse_body(request, schema.Suspend)
+    reason, until = body.reason, body.until
 
     async with request.app[DB].transaction() as conn:
         suspended = await store.suspend_user(

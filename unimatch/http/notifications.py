@@ -18,7 +18,12 @@ from unimatch.actors.notify import clear_notifications_cache
 from unimatch.domain.errors import ValidationFailed
 from unimatch.http.keys import CACHE, DB, DIRECTORY
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
-from unimatch.http.validation import Fields, json_response, parse_uuid, read_json
+from unimatch.http.validation import (
+    json_response,
+    parse_body,
+    parse_query,
+)
+from unimatch.schemas import notifications as schema
 from unimatch.storage import notifications as store
 from unimatch.storage.cache import NOTIFICATIONS_TTL, notifications_key
 
@@ -38,9 +43,6 @@ async def publish_notification(
     """`actors.notify.publish_notification` with the app's collaborators."""
     await notices.publish_notification(app[CACHE], app[DIRECTORY], user_id, notification)
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 100
-MAX_IDS = 500
 
 routes = web.RouteTableDef()
 
@@ -52,13 +54,8 @@ async def list_notifications(request: web.Request) -> web.Response:
     after that notification; `limit` 1-100 (default 50). `next_before` is the
     cursor of the next page, null on the last one."""
     user_id = principal_of(request).user_id
-    query = Fields(request.query)
-    unread_only = query.boolean("unread", required=False, default=False)
-    before = query.uuid("before", required=False)
-    limit = query.integer("limit", required=False, minimum=1, maximum=MAX_LIMIT,
-                          default=DEFAULT_LIMIT)
-    query.check()
-    assert limit is not None
+    query = parse_query(request, schema.NotificationsQuery)
+    unread_only, before, limit = query.unread, query.before, query.limit
 
     cache = request.app[CACHE]
     variant = f"{'unread' if unread_only else 'all'}:{limit}"
@@ -69,7 +66,7 @@ async def list_notifications(request: web.Request) -> web.Response:
             return json_response(cached[variant])
 
     page = await store.list_notifications(
-        request.app[DB], user_id, unread_only=bool(unread_only), before=before, limit=limit
+        request.app[DB], user_id, unread_only=unread_only, before=before, limit=limit
     )
     if page is None:
         raise ValidationFailed({"before": ["no such notification"]})
@@ -90,21 +87,13 @@ async def mark_read(request: web.Request) -> web.Response:
     """`{ids: [...]}` marks those (all must be the caller's, else 400 and
     nothing changes) or `{all: true}` marks every one; 204."""
     user_id = principal_of(request).user_id
-    fields = Fields(await read_json(request))
-    if fields.has("ids") == fields.has("all"):
-        raise ValidationFailed({"body": ["give either ids or all"]})
+    body = await parse_body(request, schema.MarkNotificationsRead)
     db = request.app[DB]
-    if fields.has("all"):
-        if fields.boolean("all") is not True:
-            fields.error("all", "must be true")
-        fields.check()
+    if body.ids is None:
         await store.mark_all_read(db, user_id)
     else:
-        ids = fields.items("ids", parse_uuid, min_items=1, max_items=MAX_IDS)
-        fields.check()
-        assert ids is not None
         async with db.transaction() as conn:
-            foreign = await store.mark_read(conn, user_id, ids)
+            foreign = await store.mark_read(conn, user_id, body.ids)
             if foreign:
                 raise ValidationFailed(
                     {"ids": ["no such notification: " + ", ".join(sorted(map(str, foreign)))]}

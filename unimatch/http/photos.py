@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from unimatch.domain import media
 from unimatch.domain.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
@@ -63,7 +64,7 @@ async def _read_photo(request: web.Request, limit: int) -> bytes:
                 if len(data) > limit:
                     raise _too_large(limit)
             return bytes(data)
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise ValidationFailed({FIELD: ["malformed multipart body"]}) from exc
     raise ValidationFailed({FIELD: ["this field is required"]})
 

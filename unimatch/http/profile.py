@@ -9,52 +9,25 @@ suspension takes effect at once.
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 from aiohttp import web
 
-from unimatch.domain.errors import NotFound
+from unimatch.domain.errors import NotFound, ValidationFailed
 from unimatch.http.keys import CACHE, DB
 from unimatch.http.permissions import IsAuthenticated, IsVerified, principal_of, requires
-from unimatch.http.validation import Fields, json_response, parse_uuid, path_uuid, read_json
+from unimatch.http.validation import json_response, parse_body, path_uuid
+from unimatch.schemas import profile as schema
+from unimatch.schemas.profile import today
 from unimatch.storage import profiles
 from unimatch.storage.cache import PROFILE_TTL, Cache, feed_key, profile_key
 
 routes = web.RouteTableDef()
 
-PATCHABLE = (
-    "display_name", "bio", "birthdate", "gender", "interested_in", "campus", "year_of_study",
-    "interests",
-)
-MAX_AGE = 120
 _CATALOGUE_HEADERS = {"Cache-Control": "public, max-age=3600"}
-
-
-def today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
 
 
 async def forget_profile(cache: Cache, user_id: object) -> None:
     """A profile changed: its cached public body and its owner's feed are stale."""
     await cache.delete(profile_key(user_id), feed_key(user_id))
-
-
-def _gender(value: Any) -> str:
-    if value not in profiles.GENDERS:
-        raise ValueError("items must be one of: " + ", ".join(profiles.GENDERS))
-    return value
-
-
-def _check_birthdate(fields: Fields, birthdate: dt.date | None, now: dt.date) -> None:
-    if birthdate is None:
-        return
-    if birthdate > now:
-        fields.error("birthdate", "may not be in the future")
-    elif profiles.age_on(birthdate, now) < profiles.MIN_AGE:
-        fields.error("birthdate", f"you must be at least {profiles.MIN_AGE} to use UniMatch")
-    elif profiles.age_on(birthdate, now) > MAX_AGE:
-        fields.error("birthdate", "is not a plausible birthdate")
 
 
 @routes.get("/me")
@@ -71,45 +44,29 @@ async def me(request: web.Request) -> web.Response:
 async def update_profile(request: web.Request) -> web.Response:
     """Any subset of the fields; a field that is absent or null stays as it is."""
     db = request.app[DB]
-    body = await read_json(request)
+    patch = await parse_body(request, schema.ProfilePatch)
     catalogues = await profiles.catalogues(db)
-    fields = Fields(body)
-    for name in body:
-        if name not in PATCHABLE:
-            fields.error(name, "unknown field: one of " + ", ".join(PATCHABLE))
-    display_name = fields.string("display_name", required=False, min_len=1, max_len=50)
-    bio = fields.string("bio", required=False, max_len=500)
-    birthdate = fields.date("birthdate", required=False)
-    _check_birthdate(fields, birthdate, today())
-    gender = fields.choice("gender", profiles.GENDERS, required=False)
-    interested_in = fields.items("interested_in", _gender, required=False, min_items=1)
-    campus = fields.uuid("campus", required=False)
-    if campus is not None and campus not in catalogues.campus_ids:
-        fields.error("campus", "unknown campus: use an id from GET /api/v1/campuses")
-    year_of_study = fields.integer("year_of_study", required=False, minimum=1, maximum=7)
-    interests = fields.items(
-        "interests", parse_uuid, required=False,
-        min_items=profiles.MIN_INTERESTS, max_items=profiles.MAX_INTERESTS,
-    )
-    if interests is not None:
-        unknown = [str(i) for i in interests if i not in catalogues.interest_ids]
-        if unknown:
-            fields.error(
-                "interests",
-                "unknown interests (use ids from GET /api/v1/interests): " + ", ".join(unknown),
-            )
-    fields.check()
+    problems: dict[str, list[str]] = {}
+    if patch.campus is not None and patch.campus not in catalogues.campus_ids:
+        problems["campus"] = ["unknown campus: use an id from GET /api/v1/campuses"]
+    unknown = [str(i) for i in patch.interests or () if i not in catalogues.interest_ids]
+    if unknown:
+        problems["interests"] = [
+            "unknown interests (use ids from GET /api/v1/interests): " + ", ".join(unknown)
+        ]
+    if problems:
+        raise ValidationFailed(problems)
 
     user_id = principal_of(request).user_id
     changes = profiles.ProfileChanges(
-        display_name=display_name,
-        bio=bio,
-        birthdate=birthdate,
-        gender=gender,
-        campus_id=campus,
-        year_of_study=year_of_study,
-        interested_in=interested_in,
-        interests=interests,
+        display_name=patch.display_name,
+        bio=patch.bio,
+        birthdate=patch.birthdate,
+        gender=patch.gender,
+        campus_id=patch.campus,
+        year_of_study=patch.year_of_study,
+        interested_in=None if patch.interested_in is None else list(patch.interested_in),
+        interests=patch.interests,
     )
     updated = await profiles.update_profile(db, user_id, changes)
     await forget_profile(request.app[CACHE], user_id)

@@ -1,231 +1,92 @@
-"""Request bodies and query strings: one small validator for every handler.
+"""Requests in, through the models of `unimatch.schemas`; JSON out.
 
-Errors are collected per field and raised together as `ValidationFailed`,
-so a client sees every problem of a form in one response.
+`await parse_body(request, Model)` reads a JSON body within
+`JSON_BODY_MAX_BYTES` (413 from `Content-Length` before reading, or as soon as
+a chunked body passes it), refuses form encodings (415) and validates it
+strictly; `parse_query(request, Model)` validates the query string. Either
+raises `ValidationFailed` with every field's problems at once, in the
+contract's `detail`: `{"field": ["message", ...]}`. A malformed UUID in a path
+is a resource that does not exist (404).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
-from unimatch.domain.errors import ValidationFailed
+from unimatch.domain.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
+from unimatch.schemas.base import detail_of
+from unimatch.schemas.limits import JSON_BODY_MAX_BYTES
 
-T = TypeVar("T")
-_MISSING = object()
-MAX_JSON_BYTES = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+# Encodings that are certainly not JSON; anything else is parsed as JSON (a
+# client that forgets the header still gets a precise 400).
+FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+_NOT_AN_OBJECT = {"body": ["a JSON object is required"]}
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object, or 400 `invalid_json`."""
-    raw = await request.read()
-    if len(raw) > MAX_JSON_BYTES:
-        raise ValidationFailed({"body": ["body too large"]}, code="invalid_json")
-    if not raw:
-        raise ValidationFailed({"body": ["a JSON object is required"]}, code="invalid_json")
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"a JSON body may be at most {JSON_BODY_MAX_BYTES // 1024} KiB",
+        code="payload_too_large",
+    )
+
+
+async def read_body(request: web.Request, limit: int = JSON_BODY_MAX_BYTES) -> bytes:
+    """The raw body, at most `limit` bytes, or 413 without reading past it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large()
+    data = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(data)):
+        data += chunk
+        if len(data) > limit:
+            raise _too_large()
+    return bytes(data)
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The body validated as `model`: 413, 415, 400 `invalid_json` or 400
+    `validation_failed`."""
+    if request.content_type in FORM_TYPES:
+        raise UnsupportedMedia(
+            "send a JSON object with Content-Type: application/json",
+            code="unsupported_media_type",
+        )
+    raw = await read_body(request)
+    if not raw.strip():
+        raise ValidationFailed(_NOT_AN_OBJECT, code="invalid_json")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ValidationFailed({"body": ["malformed JSON"]}, code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ValidationFailed({"body": ["a JSON object is required"]}, code="invalid_json")
-    return data
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _body_error(exc, model) from None
 
 
-class Fields:
-    """Typed access to a mapping of inputs, collecting errors per field."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-        self.errors: dict[str, list[str]] = {}
-
-    def error(self, name: str, message: str) -> None:
-        self.errors.setdefault(name, []).append(message)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def _get(self, name: str, required: bool) -> Any:
-        value = self.data.get(name, _MISSING)
-        if value is _MISSING or value is None:
-            if required:
-                self.error(name, "this field is required")
-            return _MISSING
-        return value
-
-    def string(
-        self,
-        name: str,
-        *,
-        required: bool = True,
-        min_len: int = 0,
-        max_len: int | None = None,
-        strip: bool = True,
-        default: str | None = None,
-    ) -> str | None:
-        value = self._get(name, required)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str):
-            self.error(name, "must be a string")
-            return default
-        if strip:
-            value = value.strip()
-        if len(value) < min_len:
-            message = "may not be empty" if min_len == 1 else f"at least {min_len} characters"
-            self.error(name, message)
-            return default
-        if max_len is not None and len(value) > max_len:
-            self.error(name, f"at most {max_len} characters")
-            return default
-        return value
-
-    def integer(
-        self,
-        name: str,
-        *,
-        required: bool = True,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        default: int | None = None,
-    ) -> int | None:
-        value = self._get(name, required)
-        if value is _MISSING:
-            return default
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(name, "must be an integer")
-            return default
-        if minimum is not None and value < minimum:
-            self.error(name, f"must be at least {minimum}")
-            return default
-        if maximum is not None and value > maximum:
-            self.error(name, f"must be at most {maximum}")
-            return default
-        return value
-
-    def boolean(
-        self, name: str, *, required: bool = True, default: bool | None = None
-    ) -> bool | None:
-        value = self._get(name, required)
-        if value is _MISSING:
-            return default
-        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
-            return value.lower() in {"true", "1"}
-        if not isinstance(value, bool):
-            self.error(name, "must be true or false")
-            return default
-        return value
-
-    def uuid(self, name: str, *, required: bool = True) -> uuid.UUID | None:
-        value = self._get(name, required)
-        if value is _MISSING:
-            return None
-        try:
-            return uuid.UUID(str(value)) if isinstance(value, str) else _raise()
-        except (ValueError, TypeError):
-            self.error(name, "must be a UUID")
-            return None
-
-    def choice(self, name: str, choices: Iterable[str], *, required: bool = True) -> str | None:
-        allowed = tuple(choices)
-        value = self._get(name, required)
-        if value is _MISSING:
-            return None
-        if value not in allowed:
-            self.error(name, "must be one of: " + ", ".join(allowed))
-            return None
-        return value
-
-    def date(self, name: str, *, required: bool = True) -> dt.date | None:
-        value = self._get(name, required)
-        if value is _MISSING:
-            return None
-        try:
-            if not isinstance(value, str) or len(value) != 10:
-                raise ValueError
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            self.error(name, "must be a date as YYYY-MM-DD")
-            return None
-
-    def datetime(self, name: str, *, required: bool = True) -> dt.datetime | None:
-        value = self._get(name, required)
-        if value is _MISSING:
-            return None
-        try:
-            if not isinstance(value, str):
-                raise ValueError
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            self.error(name, "must be an ISO 8601 date-time")
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        return parsed
-
-    def items(
-        self,
-        name: str,
-        parse: Callable[[Any], T],
-        *,
-        required: bool = True,
-        min_items: int = 0,
-        max_items: int | None = None,
-        unique: bool = True,
-    ) -> list[T] | None:
-        """A list whose items `parse` converts (raising ValueError when bad)."""
-        value = self._get(name, required)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, list):
-            self.error(name, "must be a list")
-            return None
-        try:
-            parsed = [parse(item) for item in value]
-        except (ValueError, TypeError) as exc:
-            self.error(name, str(exc) or "has an invalid item")
-            return None
-        if unique and len(set(map(str, parsed))) != len(parsed):
-            self.error(name, "items must be unique")
-            return None
-        if len(parsed) < min_items:
-            self.error(name, f"at least {min_items} items")
-            return None
-        if max_items is not None and len(parsed) > max_items:
-            self.error(name, f"at most {max_items} items")
-            return None
-        return parsed
-
-    def check(self) -> None:
-        """Raise every collected error at once."""
-        if self.errors:
-            raise ValidationFailed(self.errors)
+def _body_error(exc: ValidationError, model: type[BaseModel]) -> ValidationFailed:
+    for error in exc.errors(include_url=False):
+        if error["type"] == "json_invalid":
+            return ValidationFailed({"body": ["malformed JSON"]}, code="invalid_json")
+        if not error["loc"] and error["type"] in ("model_type", "dict_type"):
+            return ValidationFailed(_NOT_AN_OBJECT, code="invalid_json")
+    return ValidationFailed(detail_of(exc, model=model))
 
 
-def _raise() -> Any:
-    raise ValueError
-
-
-def parse_uuid(value: Any) -> uuid.UUID:
-    if not isinstance(value, str):
-        raise ValueError("items must be UUIDs")
+def parse_query(request: web.Request, model: type[M]) -> M:
+    """The query string validated as `model` (the first value of a repeated key)."""
+    data = {key: request.query.getone(key) for key in request.query.keys()}
     try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ValueError("items must be UUIDs") from None
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(detail_of(exc, model=model)) from None
 
 
 def path_uuid(request: web.Request, name: str) -> uuid.UUID:
     """A UUID from the URL; a malformed one is simply not found."""
-    from unimatch.domain.errors import NotFound
-
     try:
         return uuid.UUID(request.match_info[name])
     except ValueError:

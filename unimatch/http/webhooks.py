@@ -12,38 +12,28 @@ import secrets
 
 from aiohttp import web
 
-from unimatch.domain.errors import Conflict, NotFound
+from unimatch.domain.errors import Conflict, NotFound, ValidationFailed
 from unimatch.http.keys import CONFIG, DB
 from unimatch.http.permissions import IsVerified, principal_of, requires
-from unimatch.http.validation import Fields, json_response, path_uuid, read_json
+from unimatch.http.validation import json_response, parse_body, parse_query, path_uuid
 from unimatch.scheduler.webhooks import DestinationPolicy, url_problem
+from unimatch.schemas import notifications as schema
 from unimatch.storage import webhooks as store
-from unimatch.storage.notifications import KINDS
 
 log = logging.getLogger("unimatch.webhooks")
 
 routes = web.RouteTableDef()
-
-def _event(value: object) -> str:
-    if not isinstance(value, str) or value not in KINDS:
-        raise ValueError("events must be among: " + ", ".join(KINDS))
-    return value
-
 
 @routes.post("/webhooks")
 @requires(IsVerified)
 async def create_webhook(request: web.Request) -> web.Response:
     """201 `{webhook_id, secret, url, events, is_active, created_at}`."""
     user_id = principal_of(request).user_id
-    fields = Fields(await read_json(request))
-    url = fields.string("url", min_len=1)
-    events = fields.items("events", _event, min_items=1, max_items=len(KINDS))
-    if url is not None:
-        problem = url_problem(url, DestinationPolicy.from_config(request.app[CONFIG]))
-        if problem is not None:
-            fields.error("url", problem)
-    fields.check()
-    assert url is not None and events is not None
+    body = await parse_body(request, schema.CreateWebhook)
+    url, events = body.url, body.events
+    problem = url_problem(url, DestinationPolicy.from_config(request.app[CONFIG]))
+    if problem is not None:
+        raise ValidationFailed({"url": [problem]})
 
     secret = secrets.token_hex(32)
     async with request.app[DB].transaction() as conn:
@@ -84,11 +74,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
     """The latest deliveries (`limit` 1-100, default 20), newest first."""
     user_id = principal_of(request).user_id
     webhook_id = path_uuid(request, "webhook_id")
-    query = Fields(request.query)
-    limit = query.integer("limit", required=False, minimum=1, maximum=100, default=20)
-    query.check()
+    limit = parse_query(request, schema.DeliveriesQuery).limit
     db = request.app[DB]
     if await store.get_webhook(db, webhook_id, user_id) is None:
         raise NotFound("no such webhook")
-    deliveries = await store.list_deliveries(db, webhook_id, user_id, limit or 20)
+    deliveries = await store.list_deliveries(db, webhook_id, user_id, limit)
     return json_response({"deliveries": deliveries})

@@ -51,6 +51,7 @@ from unimatch.domain.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from unimatch.schemas import limits
 from unimatch.storage.jobs import enqueue_email
 from unimatch.storage.pg import Database
 from unimatch.storage.users import ACTIVE_SUSPENSION
@@ -58,7 +59,7 @@ from unimatch.storage.users import ACTIVE_SUSPENSION
 OTP_TTL_SECONDS = 600
 OTP_MAX_ATTEMPTS = 5
 OTP_RESEND_SECONDS = 60
-OTP_DIGITS = 6
+OTP_DIGITS = limits.OTP_DIGITS
 VERIFY = "verify"
 RESET = "reset"
 

@@ -29,6 +29,7 @@ import asyncpg
 
 from unimatch.domain.closes import CLOSE_FORBIDDEN
 from unimatch.domain.errors import Conflict, Forbidden, NotFound
+from unimatch.schemas import vocabulary
 from unimatch.storage.accounts import revoke_user_families
 from unimatch.storage.jobs import enqueue_close_sockets
 from unimatch.storage.notifications import (
@@ -39,9 +40,9 @@ from unimatch.storage.notifications import (
 )
 from unimatch.storage.users import ACTIVE_SUSPENSION
 
-REASONS = ("spam", "harassment", "fake_profile", "inappropriate_content", "underage", "other")
-ACTIONS = ("dismiss", "warn", "suspend", "ban")
-STATUSES = ("open", "resolved")
+REASONS = vocabulary.REPORT_REASONS
+ACTIONS = vocabulary.MODERATION_ACTIONS
+STATUSES = vocabulary.REPORT_STATUSES
 
 USER_EXISTS = "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)"
 

@@ -19,13 +19,15 @@ from typing import Any
 import asyncpg
 
 from unimatch.domain.errors import Conflict
+from unimatch.schemas import limits, vocabulary
+from unimatch.schemas.profile import age_on
 from unimatch.storage.pg import Database
 from unimatch.storage.users import ACTIVE_SUSPENSION, PROFILE_COMPLETE
 
-GENDERS = ("woman", "man", "nonbinary")
-MIN_INTERESTS = 3
-MAX_INTERESTS = 10
-MIN_AGE = 18
+GENDERS = vocabulary.GENDERS
+MIN_INTERESTS = limits.INTERESTS_MIN
+MAX_INTERESTS = limits.INTERESTS_MAX
+MIN_AGE = limits.MIN_AGE
 # The order `missing` lists fields in, the order of the PATCH body.
 PROFILE_FIELDS = (
     "display_name", "bio", "birthdate", "gender", "interested_in", "campus", "year_of_study",
@@ -111,11 +113,6 @@ def _photos(raw: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
          "width": p["width"], "height": p["height"]}
         for p in raw
     ]
-
-
-def age_on(birthdate: dt.date, today: dt.date) -> int:
-    before_birthday = (today.month, today.day) < (birthdate.month, birthdate.day)
-    return today.year - birthdate.year - int(before_birthday)
 
 
 def missing_fields(profile: dict[str, Any]) -> list[str]:
