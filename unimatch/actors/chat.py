@@ -320,7 +320,7 @@ class ChatLog:
         connection that sent it, which gets the ack). Idempotent per (sender,
         client_msg_id): a resend returns the original ack, never a new row.
         The body and client_msg_id were checked at the edge
-        (unimatch.domain.messages)."""
+        (unimatch.schemas.text, unimatch.schemas.frames)."""
         key = (str(sender_id), client_msg_id)
         recent = self._recent.get(key)
         if recent is not None:

@@ -77,6 +77,13 @@ SOCKET_SENDS_IN_FLIGHT = 256
 MATCHES_REFRESH_EVERY = 1.0
 
 
+# Metric labels of the client frames (as before the frames were models).
+_FRAME_LABELS: dict[type, str] = {
+    codec.Auth: "auth", codec.Send: "send", codec.Receipt: "receipt",
+    codec.Typing: "typing", codec.Sync: "sync", codec.Ping: "ping",
+}
+
+
 class ChatSocket:
     """The frames of one authenticated socket."""
 
@@ -134,7 +141,7 @@ class ChatSocket:
             WS_FRAMES.labels("in", "invalid").inc()
             self.conn.send_frame(frame_for(exc, **codec.context_of(exc)))
             return
-        WS_FRAMES.labels("in", type(frame).__name__.lower()).inc()
+        WS_FRAMES.labels("in", _FRAME_LABELS.get(type(frame), "other")).inc()
         self._touch()
         if isinstance(frame, codec.Ping):
             self.conn.send(codec.PONG)
@@ -142,14 +149,15 @@ class ChatSocket:
             self._reauthenticate(frame.token)
         elif isinstance(frame, codec.Sync):
             await self._sync(frame)
-        elif not await self._may_address(frame.match_id, frame):
-            return
-        elif isinstance(frame, codec.Send):
-            self._send(frame)
-        elif isinstance(frame, codec.Receipt):
-            self._receipt(frame)
-        else:
-            self._typing(frame)
+        elif isinstance(frame, codec.Send | codec.Receipt | codec.Typing):
+            if not await self._may_address(frame.match_id, frame):
+                return
+            if isinstance(frame, codec.Send):
+                self._send(frame)
+            elif isinstance(frame, codec.Receipt):
+                self._receipt(frame)
+            else:
+                self._typing(frame)
 
     # -- authority -----------------------------------------------------------
 
@@ -298,7 +306,7 @@ class ChatSocket:
     def _receipt(self, frame: codec.Receipt) -> None:
         """Coalesced: while a receipt of this match and status is at the
         actor, later ones only raise the seq the next call carries."""
-        key = (frame.match_id, frame.status)
+        key = (frame.match_id, frame.type)
         waiting = self._receipts.get(key)
         if waiting is not None:
             self._receipts[key] = max(waiting, frame.seq)
