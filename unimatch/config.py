@@ -111,6 +111,10 @@ class Config:
     actor_kinds: tuple[tuple[str, str], ...] = ()
     # Webhook deliveries to private, loopback or link-local addresses (SSRF).
     webhook_allow_private: bool = False
+    # Daily database dumps (and report files) kept in data_dir/backups.
+    backup_keep: int = 7
+    # Where pg_dump / pg_restore live; None: the newest found (see scheduler/backup.py).
+    pg_bin_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Config:
@@ -161,6 +165,8 @@ class Config:
             namespace=merged.get("RAY_NAMESPACE", "unimatch"),
             redis_prefix=merged.get("REDIS_PREFIX", ""),
             webhook_allow_private=_bool(merged.get("WEBHOOK_ALLOW_PRIVATE", "false")),
+            backup_keep=_int(merged, "BACKUP_KEEP", 7),
+            pg_bin_dir=Path(merged["PG_BIN_DIR"]) if merged.get("PG_BIN_DIR") else None,
         )
 
     def with_(self, **changes: object) -> Config:

@@ -33,6 +33,7 @@ log = logging.getLogger("unimatch.scheduler")
 HANDLER_MODULES = [
     "unimatch.scheduler.mail",
     "unimatch.scheduler.periodic",
+    "unimatch.scheduler.backup",
     "unimatch.scheduler.feed_refresh",
     "unimatch.scheduler.webhooks",
 ]
