@@ -19,11 +19,13 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from unimatch.config import Config
+from unimatch.process_metrics import ProcessMetrics, start_process_metrics
 from unimatch.scheduler import queue
 from unimatch.scheduler.handlers import HANDLERS
 from unimatch.scheduler.mail import Mailer
 from unimatch.scheduler.periodic import PeriodicEnqueuer
 from unimatch.scheduler.queue import Backoff
+from unimatch.scheduler.queue_metrics import QueueGauges
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage.cache import Cache, connect_redis
 from unimatch.storage.pg import Database
@@ -87,6 +89,8 @@ class SchedulerActor:
         self.cache: Cache | None = None
         self.runner: JobRunner | None = None
         self.periodic: PeriodicEnqueuer | None = None
+        self.process_metrics: ProcessMetrics | None = None
+        self.queue_gauges: QueueGauges | None = None
         self._draining = False
         # Only scheduled here: `ready()` reports how it went.
         self._startup = asyncio.get_running_loop().create_task(self._start())
@@ -94,6 +98,7 @@ class SchedulerActor:
     async def _start(self) -> None:
         if not self.config.database_url:
             raise RuntimeError("the scheduler needs config.database_url")
+        self.process_metrics = start_process_metrics("scheduler")
         modules = import_handler_modules(self._handler_modules)
         workers = self.config.scheduler_workers
         # Workers + the LISTEN connection + the periodic enqueuer; the overflow
@@ -105,6 +110,7 @@ class SchedulerActor:
             retries=self.config.pg_retries,
             slow_query_ms=self.config.slow_query_ms,
         )
+        self.process_metrics.watch_pool(self.db.pool)
         services: dict[type, object] = {Mailer: Mailer(self.config)}
         if self.config.redis_url:
             self.cache = Cache(connect_redis(self.config.redis_url), self.config.redis_prefix)
@@ -117,6 +123,8 @@ class SchedulerActor:
             **self._options,
         )
         await self.runner.start()
+        self.queue_gauges = QueueGauges(self.db, lambda: HANDLERS)
+        self.queue_gauges.start()
         if self._periodic_enabled:
             self.periodic = PeriodicEnqueuer(self.db)
             self.periodic.start()
@@ -148,6 +156,8 @@ class SchedulerActor:
         await asyncio.gather(self._startup, return_exceptions=True)
         if self.periodic is not None:
             await self.periodic.stop()
+        if self.queue_gauges is not None:
+            await self.queue_gauges.stop()
         if self.runner is not None:
             await self.runner.stop(grace)
         if self.cache is not None:
@@ -156,6 +166,9 @@ class SchedulerActor:
         if self.db is not None:
             await self.db.close()
             self.db = None
+        if self.process_metrics is not None:
+            await self.process_metrics.stop()
+            self.process_metrics = None
 
     async def stats(self) -> dict[str, dict[str, int]]:
         """`{kind: {"queued" | "running" | "dead": count}}` over the whole queue,
