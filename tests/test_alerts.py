@@ -4,7 +4,9 @@ promtool tests (run by .ci/run) see every alert both fire and stay quiet."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -53,3 +55,50 @@ def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
     alerts = set(_alerts())
     assert alerts - fired == set(), "alerts never shown firing"
     assert alerts - quiet == set(), "alerts never shown quiet"
+
+
+DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "unimatch.json"
+_METRIC = re.compile(r"\bunimatch_[a-z_]+\b")
+
+
+def _declared_series() -> set[str]:
+    """Every series name unimatch/metrics.py exposes."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from unimatch import metrics
+
+    names: set[str] = set()
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            base, kind = value._name, value._type
+            names |= {
+                "counter": {f"{base}_total"},
+                "histogram": {f"{base}_bucket", f"{base}_count", f"{base}_sum"},
+            }.get(kind, {base})
+    return names
+
+
+def _dashboard_exprs() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
+def test_alerts_and_dashboard_use_only_declared_metrics() -> None:
+    declared = _declared_series()
+    used = set(_METRIC.findall(RULES.read_text()))
+    for expr in _dashboard_exprs():
+        used |= set(_METRIC.findall(expr))
+    assert used - declared == set()
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": expr}
+        for i, expr in enumerate(_dashboard_exprs())
+    ]}]}
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
