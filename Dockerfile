@@ -69,7 +69,9 @@ RUN groupadd --system --gid 10001 unimatch \
     && chown -R unimatch:unimatch /data /run/unimatch-metrics
 COPY --from=build /opt/venv /opt/venv
 COPY --from=web /build/out /opt/unimatch/web
-ENV PATH=/opt/venv/bin:$PATH \
+# pg_dump / pg_restore (PostgreSQL 16, bundled with pgserver) on PATH for
+# the backup job and for operators (docs/operations.md).
+ENV PATH=/opt/venv/bin:/opt/venv/lib/python3.11/site-packages/pgserver/pginstall/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     UNIMATCH_DATA_DIR=/data \
     WEB_ROOT=/opt/unimatch/web \
