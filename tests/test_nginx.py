@@ -51,6 +51,7 @@ class Stack:
     layout: Layout
     db: Database
     config: Config  # the served platform's (tokens, database)
+    node_url: str  # the platform itself, without nginx
 
     def session(self, source: str) -> aiohttp.ClientSession:
         """A client whose connections come from `source` (a loopback address)."""
@@ -153,7 +154,7 @@ async def stack(
     db: Database | None = None
     try:
         assert serve.stdout is not None
-        await asyncio.wait_for(_read_url(serve.stdout), START_TIMEOUT)
+        node_url = await asyncio.wait_for(_read_url(serve.stdout), START_TIMEOUT)
 
         layout = await asyncio.to_thread(_prepare, base, served, port)
         nginx = await asyncio.create_subprocess_exec(
@@ -166,7 +167,7 @@ async def stack(
         yield Stack(
             url=f"https://127.0.0.1:{layout.https_port}",
             http_url=f"http://127.0.0.1:{layout.http_port}",
-            tls=tls, layout=layout, db=db, config=served,
+            tls=tls, layout=layout, db=db, config=served, node_url=node_url,
         )
     finally:
         if db is not None:
@@ -333,3 +334,31 @@ def test_socket_timeouts_outlast_the_heartbeat() -> None:
         assert found, directive
         assert int(found.group(1)) >= 2 * Config().ws_heartbeat
 
+
+
+async def test_the_served_scheduler_reports_its_process_and_the_queue(stack: Stack) -> None:
+    """`unimatch serve` runs its processes as Ray actors sharing one metrics
+    folder: the node's /metrics shows the scheduler's own process gauges and
+    the queue gauges it reads from PostgreSQL. (Scraped directly: nginx does
+    not forward /metrics.)"""
+
+    async def scraped() -> str | None:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{stack.node_url}/metrics") as response:
+                assert response.status == 200
+                text = await response.text()
+        return text if "unimatch_job_queue_sampled_timestamp_seconds" in text else None
+
+    text = await eventually(scraped, within=TIMEOUT, interval=0.5)
+    beats = re.findall(
+        r'^unimatch_process_heartbeat_timestamp_seconds\{pid="(\d+)",role="scheduler"\} (\S+)$',
+        text, re.MULTILINE,
+    )
+    assert len(beats) == 1, text
+    assert psutil.pid_exists(int(beats[0][0]))
+    assert re.search(r'^unimatch_process_resident_memory_bytes\{pid="\d+",role="scheduler"\} '
+                     r"[1-9]", text, re.MULTILINE)
+    # Every kind the scheduler runs is reported, dead jobs at 0 before any dies.
+    assert re.search(r'^unimatch_jobs_dead_last_hour\{kind="send_email"\} 0\.0$', text,
+                     re.MULTILINE), text
+    assert 'unimatch_job_queue_depth{kind="backup_database",state="due"}' in text
