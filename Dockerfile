@@ -75,8 +75,7 @@ ENV PATH=/opt/venv/bin:/opt/venv/lib/python3.11/site-packages/pgserver/pginstall
     PYTHONUNBUFFERED=1 \
     UNIMATCH_DATA_DIR=/data \
     WEB_ROOT=/opt/unimatch/web \
-    PROMETHEUS_MULTIPROC_DIR=/run/unimatch-metrics \
-    UNIMATCH_PORT=8080
+    PROMETHEUS_MULTIPROC_DIR=/run/unimatch-metrics
 USER unimatch
 WORKDIR /data
 # A fresh named volume takes these folders' owner, so the app can write them.
@@ -84,7 +83,7 @@ VOLUME ["/data"]
 EXPOSE 8080
 # Ready only when PostgreSQL, Redis and the actor system answer (/readyz).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
-    CMD curl -fsS -o /dev/null "http://127.0.0.1:${UNIMATCH_PORT}/readyz" || exit 1
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/readyz"]
 # Exec form: `unimatch serve` is PID 1 and gets SIGTERM, which drains it
 # (sockets close 1001, jobs finish or are released) before it exits.
 STOPSIGNAL SIGTERM
