@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import orjson
 import pytest
 
+from tests.conftest import RUN_ID, create_database, drop_database
+from tests.factories import make_user
 from tests.waiting import eventually
 from unimatch.domain.config import Config
+from unimatch.scheduler.backup import backup_database, libpq_target, pg_tool
 from unimatch.scheduler.handlers import JobContext, PermanentJobError, register
 from unimatch.scheduler.periodic import (
     PeriodicEnqueuer,
@@ -636,3 +640,77 @@ async def test_report_backup_writes_open_and_recent_reports_as_json_lines(
         "id", "reporter_id", "reported_user_id", "reason", "status", "created_at",
     }
     assert not list(path.parent.glob("*.partial"))
+
+
+async def test_database_backup_restores_into_a_fresh_database(
+    db: Database, config: Config, pg_admin_dsn: str, tmp_path: Path,
+    make_runner: Callable[..., Awaitable[JobRunner]],
+) -> None:
+    alice = await make_user(db, config)
+    bob = await make_user(db, config)
+    user_a, user_b = sorted([alice.id, bob.id])
+    match_id = await db.fetchval(
+        "INSERT INTO matches (id, user_a, user_b) VALUES (gen_random_uuid(), $1, $2) RETURNING id",
+        user_a, user_b,
+    )
+    bodies = ["habari", "nzuri sana, wewe?"]
+    for seq, (sender, body) in enumerate(zip([alice.id, bob.id], bodies, strict=True), 1):
+        await db.execute(
+            """INSERT INTO messages (match_id, seq, sender_id, body, client_msg_id)
+               VALUES ($1, $2, $3, $4, $5)""",
+            match_id, seq, sender, body, f"c{seq}",
+        )
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for day in ("2029-12-30", "2029-12-31", "2030-01-01"):
+        (backups / f"unimatch-{day}.dump").write_bytes(b"an older dump")
+    kind = unique_kind("dump")
+    outcomes = Outcomes()
+    await make_runner(
+        handlers={kind: backup_database}, kinds=[kind], on_finished=outcomes,
+        config=config.with_(data_dir=tmp_path, backup_keep=2),
+    )
+    job_id = await add(db, kind, {"period": "2030-01-02T00:00:00+00:00"})
+    await outcomes.wait([job_id])
+    assert outcomes.by_job[job_id] == ["done"]
+    # Retention: the two newest remain, this one included; no partial file.
+    assert sorted(p.name for p in backups.iterdir()) == [
+        "unimatch-2030-01-01.dump", "unimatch-2030-01-02.dump",
+    ]
+
+    restored = f"unimatch_restore_{RUN_ID}"
+    restored_dsn = await create_database(pg_admin_dsn, restored)
+    try:
+        pg_restore = await pg_tool(config, "pg_restore")
+        proc = await asyncio.create_subprocess_exec(
+            str(pg_restore), "--no-owner", "--exit-on-error", f"--dbname={restored_dsn}",
+            str(backups / "unimatch-2030-01-02.dump"), stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert proc.returncode == 0, err.decode()
+        conn = await asyncpg.connect(restored_dsn)
+        try:
+            emails = await conn.fetch(
+                "SELECT email FROM users WHERE id = ANY($1::uuid[])", [alice.id, bob.id]
+            )
+            messages = await conn.fetch(
+                "SELECT seq, sender_id, body FROM messages WHERE match_id = $1 ORDER BY seq",
+                match_id,
+            )
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(pg_admin_dsn, restored)
+    assert {r["email"] for r in emails} == {alice.email, bob.email}
+    assert [(r["seq"], r["sender_id"], r["body"]) for r in messages] == [
+        (1, alice.id, bodies[0]), (2, bob.id, bodies[1]),
+    ]
+
+
+def test_the_dump_is_told_the_password_through_its_environment() -> None:
+    dsn, env = libpq_target("postgresql://app:p%40ss@db.internal:5433/unimatch?sslmode=require")
+    assert dsn == "postgresql://app@db.internal:5433/unimatch?sslmode=require"
+    assert env == {"PGPASSWORD": "p@ss"}
+    assert libpq_target("postgresql://postgres@127.0.0.1/x") == (
+        "postgresql://postgres@127.0.0.1/x", {},
+    )

@@ -199,6 +199,10 @@ class Config:
     log_level: str = "INFO"
     # Errors go to Sentry when set (unimatch.domain.sentry); PII is never sent.
     sentry_dsn: str | None = field(default=None, repr=False)
+    # Daily database dumps (and report files) kept in data_dir/backups.
+    backup_keep: int = 7
+    # Where pg_dump / pg_restore live; None: the newest found (see scheduler/backup.py).
+    pg_bin_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Config:
@@ -273,6 +277,8 @@ class Config:
             sentry_dsn=merged.get("SENTRY_DSN") or None,
             webhook_allow_http=_bool(merged.get("WEBHOOK_ALLOW_HTTP", "false")),
             webhook_ports=_ports(merged, "WEBHOOK_PORTS"),
+            backup_keep=_int(merged, "BACKUP_KEEP", 7),
+            pg_bin_dir=Path(merged["PG_BIN_DIR"]) if merged.get("PG_BIN_DIR") else None,
         )
 
     def with_(self, **changes: object) -> Config:

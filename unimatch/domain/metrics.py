@@ -145,3 +145,72 @@ PASSWORD_CHECKS = Counter(
 METRICS_REFUSED = Counter(
     "unimatch_metrics_refused_total", "Requests for /metrics from addresses not allowed"
 )
+
+# Per-process health, one series per live process (role, and `pid` which the
+# multiprocess collector adds), set by `unimatch.domain.process_metrics` on a timer:
+# prometheus-client's own ProcessCollector reports nothing in multiprocess
+# mode. The CPU time is a gauge holding a running total: `rate()` it.
+PROCESS_CPU = Gauge(
+    "unimatch_process_cpu_seconds", "User and system CPU time of the process so far",
+    ["role"], multiprocess_mode="liveall",
+)
+PROCESS_RSS = Gauge(
+    "unimatch_process_resident_memory_bytes", "Resident memory of the process",
+    ["role"], multiprocess_mode="liveall",
+)
+PROCESS_OPEN_FDS = Gauge(
+    "unimatch_process_open_fds", "Open file descriptors (sockets included)",
+    ["role"], multiprocess_mode="liveall",
+)
+PROCESS_MAX_FDS = Gauge(
+    "unimatch_process_max_fds", "The process's file descriptor limit",
+    ["role"], multiprocess_mode="liveall",
+)
+PROCESS_START_TIME = Gauge(
+    "unimatch_process_start_time_seconds", "When the process started (Unix time)",
+    ["role"], multiprocess_mode="liveall",
+)
+PROCESS_HEARTBEAT = Gauge(
+    "unimatch_process_heartbeat_timestamp_seconds",
+    "When the process last sampled itself (Unix time): stale when it died or its event "
+    "loop is stuck",
+    ["role"], multiprocess_mode="liveall",
+)
+EVENT_LOOP_LAG = Gauge(
+    "unimatch_event_loop_lag_seconds",
+    "How late the sampler's last timer fired: time the event loop was busy elsewhere",
+    ["role"], multiprocess_mode="liveall",
+)
+DB_POOL_IN_USE = Gauge(
+    "unimatch_db_pool_in_use_connections", "PostgreSQL connections checked out of the pool",
+    ["role", "pool"], multiprocess_mode="liveall",
+)
+DB_POOL_MAX = Gauge(
+    "unimatch_db_pool_max_connections", "The most connections the pool may open",
+    ["role", "pool"], multiprocess_mode="liveall",
+)
+
+# The job queue as PostgreSQL holds it, refreshed by the scheduler. Every
+# scheduler reports the same numbers, so the highest wins ("livemax").
+JOB_QUEUE_DEPTH = Gauge(
+    "unimatch_job_queue_depth",
+    "Jobs by kind and state: due (queued, run_at passed), delayed (retry or later run_at), "
+    "running",
+    ["kind", "state"], multiprocess_mode="livemax",
+)
+JOB_QUEUE_OLDEST = Gauge(
+    "unimatch_job_queue_oldest_seconds",
+    "How long the oldest due job of the kind has waited for a worker (0: none waits)",
+    ["kind"], multiprocess_mode="livemax",
+)
+JOBS_DEAD_LAST_HOUR = Gauge(
+    "unimatch_jobs_dead_last_hour",
+    "Jobs of the kind that went dead in the last hour (retries exhausted, permanent "
+    "errors, or their worker lost on the final attempt)",
+    ["kind"], multiprocess_mode="livemax",
+)
+JOB_QUEUE_SAMPLED = Gauge(
+    "unimatch_job_queue_sampled_timestamp_seconds",
+    "When the job queue gauges were last read from PostgreSQL (Unix time)",
+    multiprocess_mode="livemax",
+)

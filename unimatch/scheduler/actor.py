@@ -22,9 +22,11 @@ from unimatch.actors.directory import ActorDirectory
 from unimatch.actors.links import remote_directory
 from unimatch.domain.config import Config
 from unimatch.domain.logs import configure_logging
+from unimatch.domain.process_metrics import ProcessMetrics, start_process_metrics
 from unimatch.scheduler.handlers import HANDLERS
 from unimatch.scheduler.mail import Mailer
 from unimatch.scheduler.periodic import PeriodicEnqueuer
+from unimatch.scheduler.queue_metrics import QueueGauges
 from unimatch.scheduler.worker import JobRunner
 from unimatch.storage import jobs as queue
 from unimatch.storage.cache import Cache, connect_redis
@@ -36,6 +38,7 @@ log = logging.getLogger("unimatch.scheduler")
 HANDLER_MODULES = [
     "unimatch.scheduler.mail",
     "unimatch.scheduler.periodic",
+    "unimatch.scheduler.backup",
     "unimatch.scheduler.feed_refresh",
     "unimatch.scheduler.webhooks",
     "unimatch.scheduler.sockets",
@@ -91,6 +94,8 @@ class SchedulerActor:
         self.cache: Cache | None = None
         self.runner: JobRunner | None = None
         self.periodic: PeriodicEnqueuer | None = None
+        self.process_metrics: ProcessMetrics | None = None
+        self.queue_gauges: QueueGauges | None = None
         self._draining = False
         # Only scheduled here: `ready()` reports how it went.
         self._startup = asyncio.get_running_loop().create_task(self._start())
@@ -98,6 +103,7 @@ class SchedulerActor:
     async def _start(self) -> None:
         if not self.config.database_url:
             raise RuntimeError("the scheduler needs config.database_url")
+        self.process_metrics = start_process_metrics("scheduler")
         modules = import_handler_modules(self._handler_modules)
         workers = self.config.scheduler_workers
         # Workers + the LISTEN connection + the periodic enqueuer; the overflow
@@ -109,6 +115,7 @@ class SchedulerActor:
             retries=self.config.pg_retries,
             slow_query_ms=self.config.slow_query_ms,
         )
+        self.process_metrics.watch_pool(self.db.pool)
         services: dict[type, object] = {
             Mailer: Mailer(self.config),
             # Jobs that reach users' actors (closing a suspended user's sockets).
@@ -125,6 +132,8 @@ class SchedulerActor:
             **self._options,
         )
         await self.runner.start()
+        self.queue_gauges = QueueGauges(self.db, lambda: HANDLERS)
+        self.queue_gauges.start()
         if self._periodic_enabled:
             self.periodic = PeriodicEnqueuer(self.db)
             self.periodic.start()
@@ -156,6 +165,8 @@ class SchedulerActor:
         await asyncio.gather(self._startup, return_exceptions=True)
         if self.periodic is not None:
             await self.periodic.stop()
+        if self.queue_gauges is not None:
+            await self.queue_gauges.stop()
         if self.runner is not None:
             await self.runner.stop(grace)
         if self.cache is not None:
@@ -164,6 +175,9 @@ class SchedulerActor:
         if self.db is not None:
             await self.db.close()
             self.db = None
+        if self.process_metrics is not None:
+            await self.process_metrics.stop()
+            self.process_metrics = None
 
     async def stats(self) -> dict[str, dict[str, int]]:
         """`{kind: {"queued" | "running" | "dead": count}}` over the whole queue,

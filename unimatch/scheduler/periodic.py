@@ -36,6 +36,7 @@ log = logging.getLogger("unimatch.periodic")
 CLEANUP_UNVERIFIED = "cleanup_unverified"
 REFRESH_FEEDS = "refresh_feeds"  # handler registered by the feed module
 BACKUP_REPORTS = "backup_reports"
+BACKUP_DATABASE = "backup_database"  # handler in scheduler/backup.py
 PURGE_JOBS = "purge_jobs"
 
 UNVERIFIED_MAX_AGE_HOURS = 24
@@ -86,6 +87,7 @@ SCHEDULES: tuple[Schedule, ...] = (
     Schedule(CLEANUP_UNVERIFIED, timedelta(hours=1)),
     Schedule(REFRESH_FEEDS, timedelta(minutes=10)),
     Schedule(BACKUP_REPORTS, timedelta(days=1)),
+    Schedule(BACKUP_DATABASE, timedelta(days=1)),
     Schedule(PURGE_JOBS, timedelta(days=1)),
 )
 
@@ -190,8 +192,22 @@ async def cleanup_unverified(payload: dict[str, Any], ctx: JobContext) -> None:
     log.info("deleted %d unverified users older than %d h", deleted, hours)
 
 
+REPORTS_PREFIX = "reports-"
+REPORTS_SUFFIX = ".jsonl"
+
+
 def backup_path(data_dir: Path, day: date | str) -> Path:
-    return data_dir / "backups" / f"reports-{day}.jsonl"
+    return data_dir / "backups" / f"{REPORTS_PREFIX}{day}{REPORTS_SUFFIX}"
+
+
+def prune_backups(folder: Path, prefix: str, suffix: str, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest `<prefix><date><suffix>` files (dates
+    are ISO, so names sort by age). Returns what was deleted."""
+    files = sorted(p for p in folder.glob(f"{prefix}*{suffix}") if p.is_file())
+    doomed = files[: max(len(files) - max(keep, 1), 0)]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
 
 
 @register(BACKUP_REPORTS)
@@ -199,15 +215,17 @@ async def backup_reports(payload: dict[str, Any], ctx: JobContext) -> None:
     """Write open and recently resolved reports, one JSON object a line, to
     `data_dir/backups/reports-<date>.jsonl`. The date is the period's, so a
     retry rewrites the same file; it is replaced whole, never left half
-    written."""
-    day = _period_date(payload)
+    written. The `BACKUP_KEEP` newest files are kept."""
+    day = period_date(payload)
     days = int(payload.get("resolved_within_days", RESOLVED_REPORTS_DAYS))
     path = backup_path(ctx.config.data_dir, day)
     written = await _dump_reports(ctx.db, path, days)
     log.info("backed up %d reports to %s", written, path)
+    prune_backups(path.parent, REPORTS_PREFIX, REPORTS_SUFFIX, ctx.config.backup_keep)
 
 
-def _period_date(payload: Mapping[str, Any]) -> str:
+def period_date(payload: Mapping[str, Any]) -> str:
+    """The job's day: `date`, else its period's date, else today (UTC)."""
     if "date" in payload:
         return str(payload["date"])
     if "period" in payload:

@@ -44,6 +44,7 @@ from unimatch.actors.links import (
 from unimatch.actors.ports import ActorLink, Delivery, Outcome
 from unimatch.domain.config import Config
 from unimatch.domain.logs import configure_logging
+from unimatch.domain.process_metrics import ProcessMetrics, start_process_metrics
 from unimatch.http.app import create_app
 from unimatch.http.middleware import AccessLogger
 from unimatch.server.runtime import tune_gc
@@ -82,6 +83,7 @@ class Node:
         self.directory: ActorDirectory | None = None
         self._db: Database | None = None
         self._cache: Cache | None = None
+        self._process_metrics: ProcessMetrics | None = None
         configure_logging(config, process=self.name)
         self._started = asyncio.get_event_loop().create_task(self._start())
 
@@ -89,6 +91,7 @@ class Node:
         config = self.config
         if not config.database_url or not config.redis_url:
             raise RuntimeError("a node needs database_url and redis_url")
+        self._process_metrics = start_process_metrics("node")
         db = self._db = await Database.connect(
             config.database_url,
             size=config.pg_pool_size,
@@ -96,6 +99,7 @@ class Node:
             retries=config.pg_retries,
             slow_query_ms=config.slow_query_ms,
         )
+        self._process_metrics.watch_pool(db.pool)
         cache = self._cache = Cache(connect_redis(config.redis_url), config.redis_prefix)
         actor_links: list[ActorLink] = []
         socket_links: list[SocketLink] = []
@@ -161,6 +165,8 @@ class Node:
             await self._cache.close()
         if self._db is not None:
             await self._db.close()
+        if self._process_metrics is not None:
+            await self._process_metrics.stop()
 
     # -- from other nodes: calls, late answers, pushes -----------------------
 

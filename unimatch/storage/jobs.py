@@ -58,6 +58,7 @@ DEFAULT_PRIORITY: Mapping[str, int] = {
     "refresh_feeds": PRIORITY_CACHE,
     "cleanup_unverified": PRIORITY_CLEANUP,
     "backup_reports": PRIORITY_CLEANUP,
+    "backup_database": PRIORITY_CLEANUP,
     "purge_jobs": PRIORITY_CLEANUP,
 }
 
