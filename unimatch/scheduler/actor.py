@@ -103,6 +103,7 @@ class SchedulerActor:
             overflow=self.config.pg_pool_overflow,
             retries=self.config.pg_retries,
             slow_query_ms=self.config.slow_query_ms,
+            replica_dsn=self.config.replica_url,
         )
         services: dict[type, object] = {Mailer: Mailer(self.config)}
         if self.config.redis_url:
