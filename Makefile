@@ -17,6 +17,11 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.9
 UV_PIP := $(UV) pip install --quiet --python $(BIN)/python
+# Bytecode compiled once at set-up: the environment may forbid writing it at
+# run time (PYTHONDONTWRITEBYTECODE), and then every Ray worker and agent
+# compiles its imports again at each start, past the time Ray waits for them.
+# (A file no Python 3 can compile, shipped by some package, is no failure.)
+COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 
 LOCK := requirements.lock
 TEST_LOCK := requirements-test.lock
@@ -45,15 +50,17 @@ $(UV): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # The runtime packages, exactly as locked, and the project itself, editable.
-$(VENV)/.runtime: $(LOCK) pyproject.toml | $(UV)
+$(VENV)/.runtime: $(LOCK) pyproject.toml Makefile | $(UV)
 	$(UV_PIP) --require-hashes -r $(LOCK)
 	$(UV_PIP) --no-deps -e .
+	$(COMPILE)
 	@touch $@
 
 # The same plus the test extras (a superset of the runtime lock, same pins).
-$(VENV)/.test: $(TEST_LOCK) pyproject.toml | $(UV)
+$(VENV)/.test: $(TEST_LOCK) pyproject.toml Makefile | $(UV)
 	$(UV_PIP) --require-hashes -r $(TEST_LOCK)
 	$(UV_PIP) --no-deps -e .
+	$(COMPILE)
 	@touch $@
 
 # Re-resolve after pyproject.toml changed: versions already pinned stay, new
