@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -61,7 +63,7 @@ async def drop_database(admin_dsn: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def services() -> Iterator[tuple[str, str]]:
     """(PostgreSQL admin DSN, Redis URL): the machine's servers, or embedded
     ones started for this run when none answers on the default ports."""
     from unimatch.server.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -71,7 +73,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     force = os.environ.get("TEST_SERVICES") == "embedded"
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     admin_dsn, redis_url = PG_ADMIN_DSN, TEST_REDIS_URL
-    root = tmp_path_factory.mktemp("services")
+    # Not under pytest's basetemp: as root, pgserver runs the server as a user
+    # of its own, and every pytest session that starts (another run on the
+    # machine) closes /tmp/pytest-of-<user> to anyone else again.
+    root = Path(tempfile.mkdtemp(prefix="unimatch-services-"))
     try:
         if force or ("TEST_PG_ADMIN_DSN" not in os.environ
                       and not _reachable("127.0.0.1", 5432)):
@@ -87,6 +92,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     finally:
         for server in reversed(started):
             server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,8 @@ def default_nodes() -> int:
 class Config:
     data_dir: Path = Path(".unimatch")
     database_url: str | None = None
+    # A streaming replica for read-heavy queries (storage/pg.py `Database.read`).
+    replica_url: str | None = None
     redis_url: str | None = None
     ray_address: str | None = None
     jwt_secret: str = field(default="", repr=False)
@@ -228,6 +230,7 @@ class Config:
         return cls(
             data_dir=data_dir,
             database_url=merged.get("DATABASE_URL") or None,
+            replica_url=merged.get("DATABASE_REPLICA_URL") or None,
             redis_url=merged.get("REDIS_URL") or None,
             ray_address=merged.get("RAY_ADDRESS") or None,
             jwt_secret=check_secret(merged.get("JWT_SECRET") or _jwt_secret(data_dir)),

@@ -37,6 +37,12 @@ CACHE_LOOKUPS = Counter(
 DB_UNAVAILABLE = Counter(
     "unimatch_db_unavailable_total", "Requests that found PostgreSQL unavailable"
 )
+DB_REPLICA_FALLBACKS = Counter(
+    "unimatch_db_replica_fallbacks_total",
+    "Reads meant for the replica that the primary served, by reason "
+    "(unreachable, timeout, conflict, down: skipped after a recent failure)",
+    ["reason"],
+)
 ACTOR_CALLS = Counter(
     "unimatch_actor_calls_total", "Virtual actor calls handled", ["kind", "outcome"]
 )

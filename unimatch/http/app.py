@@ -48,6 +48,7 @@ async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
         overflow=config.pg_pool_overflow,
         retries=config.pg_retries,
         slow_query_ms=config.slow_query_ms,
+        replica_dsn=config.replica_url,
     )
     yield
     await app[DB].close()

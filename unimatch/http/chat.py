@@ -1,8 +1,9 @@
 """Chat over HTTP: the fallback for clients without a WebSocket.
 
-History is read straight from PostgreSQL; a send takes the same path as a
-WebSocket `send` (the match's actor: same seq, same idempotency, same
-delivery to the other user's sockets), as does marking messages read.
+History is read straight from PostgreSQL (the replica when one is set); a
+send takes the same path as a WebSocket `send` (the match's actor: same seq,
+same idempotency, same delivery to the other user's sockets), as does
+marking messages read.
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ async def list_messages(request: web.Request) -> web.Response:
     (or the newest of all)."""
     query = parse_query(request, schema.HistoryQuery)
     match_id, _ = await _member_match(request)
-    async with request.app[DB].connection() as conn:
-        rows = await sql.history(
-            conn, match_id, after_seq=query.after_seq, before_seq=query.before_seq,
-            limit=query.limit,
-        )
+    rows = await sql.history(
+        request.app[DB].read(), match_id, after_seq=query.after_seq,
+        before_seq=query.before_seq, limit=query.limit,
+    )
     return json_response({"messages": [sql.message_json(r) for r in rows]})
 
 

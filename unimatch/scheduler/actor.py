@@ -114,6 +114,7 @@ class SchedulerActor:
             overflow=self.config.pg_pool_overflow,
             retries=self.config.pg_retries,
             slow_query_ms=self.config.slow_query_ms,
+            replica_dsn=self.config.replica_url,
         )
         self.process_metrics.watch_pool(self.db.pool)
         services: dict[type, object] = {

@@ -98,6 +98,7 @@ class Node:
             overflow=config.pg_pool_overflow,
             retries=config.pg_retries,
             slow_query_ms=config.slow_query_ms,
+            replica_dsn=config.replica_url,
         )
         self._process_metrics.watch_pool(db.pool)
         cache = self._cache = Cache(connect_redis(config.redis_url), config.redis_prefix)

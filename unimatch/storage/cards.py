@@ -74,8 +74,9 @@ class Catalogue:
 
 
 async def _load(db: Database) -> Catalogue:
-    campuses = await db.fetch(CAMPUSES)
-    interests = await db.fetch(INTERESTS)
+    reads = db.read()
+    campuses = await reads.fetch(CAMPUSES)
+    interests = await reads.fetch(INTERESTS)
     return Catalogue(
         campuses={
             r["id"]: {"id": str(r["id"]), "name": r["name"], "city": r["city"]} for r in campuses

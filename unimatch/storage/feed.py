@@ -19,6 +19,9 @@ that re-checks each candidate and builds the cards of the page only, so it
 never shows someone the viewer has since swiped, blocked or been blocked by,
 or who was suspended or hidden meanwhile, and cards are never stale; events
 of the viewer's own (a swipe, a match, a profile change) also clear the key.
+
+Both queries are reads of `db.read()`: a replica serves them when one is
+configured (storage/pg.py).
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ async def rank_feed(
 ) -> tuple[Ranking, list[dict[str, Any]]]:
     """The viewer's best `FEED_SIZE` candidates as (id, score), and the cards
     of the first `cards` of them, in one query."""
-    rows = await db.fetch(FEED, user_id, FEED_SIZE, OTHER_CAMPUS_POOL, cards)
+    rows = await db.read().fetch(FEED, user_id, FEED_SIZE, OTHER_CAMPUS_POOL, cards)
     ranking = [(str(row["id"]), row["score"]) for row in rows]
     return ranking, await _scored_cards(db, rows[:cards])
 
@@ -154,7 +157,7 @@ async def compute_feed(
 ) -> list[dict[str, Any]]:
     """The viewer's best `limit` candidates as scored cards, straight from
     PostgreSQL."""
-    rows = await db.fetch(FEED, user_id, limit, OTHER_CAMPUS_POOL, limit)
+    rows = await db.read().fetch(FEED, user_id, limit, OTHER_CAMPUS_POOL, limit)
     return await _scored_cards(db, rows)
 
 
@@ -189,7 +192,9 @@ async def cached_page(
     if ranking is None:
         return None
     rows = (
-        await db.fetch(PAGE, user_id, [i for i, _ in ranking], [s for _, s in ranking], limit)
+        await db.read().fetch(
+            PAGE, user_id, [i for i, _ in ranking], [s for _, s in ranking], limit
+        )
         if ranking
         else []
     )
@@ -199,5 +204,5 @@ async def cached_page(
 
 
 async def recently_active(db: Database, within_seconds: float, limit: int) -> list[uuid.UUID]:
-    rows = await db.fetch(RECENTLY_ACTIVE, float(within_seconds), limit)
+    rows = await db.read().fetch(RECENTLY_ACTIVE, float(within_seconds), limit)
     return [row["id"] for row in rows]

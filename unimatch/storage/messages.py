@@ -1,7 +1,8 @@
 """Chat messages: the SQL of one match's ordered log, its receipts and reads.
 
 Writes come only from the match's actor (the single writer that assigns
-`seq`); reads (history, sync) go straight to PostgreSQL from the gateway.
+`seq`); reads (history, sync) go straight to PostgreSQL from the gateway, history
+pages through `Database.read()` (the replica when one is set).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import uuid
 from typing import Any
 
 import asyncpg
+
+from unimatch.storage.pg import Reads
 
 # The chat state a MatchActor loads on activation: members, whether the match
 # is still open, and the last seq written.
@@ -114,7 +117,7 @@ def message_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def history(
-    conn: Any,
+    reads: Reads,
     match_id: uuid.UUID,
     *,
     after_seq: int | None,
@@ -125,10 +128,10 @@ async def history(
     oldest page after it; otherwise the newest page before `before_seq` (or
     the newest of all)."""
     if after_seq is not None and before_seq is not None:
-        return await conn.fetch(HISTORY_BETWEEN, match_id, after_seq, before_seq, limit)
+        return await reads.fetch(HISTORY_BETWEEN, match_id, after_seq, before_seq, limit)
     if after_seq is not None:
-        return await conn.fetch(HISTORY_AFTER, match_id, after_seq, limit)
-    rows = await conn.fetch(HISTORY_BEFORE, match_id, before_seq or MAX_SEQ, limit)
+        return await reads.fetch(HISTORY_AFTER, match_id, after_seq, limit)
+    rows = await reads.fetch(HISTORY_BEFORE, match_id, before_seq or MAX_SEQ, limit)
     return list(reversed(rows))
 
 # The matches of $1, open or ended: what a socket of that user may address

@@ -1,22 +1,31 @@
-"""The asyncpg pool: retries on connection failure, slow-query log.
+"""The asyncpg pool: retries on connection failure, slow-query log, and an
+optional read replica.
 
 `Database` is the only door to PostgreSQL. A connection that cannot be had
 is retried `pg_retries` times with a short backoff, then the caller gets
 `Unavailable("database_unavailable")`, which the shell turns into a 503.
+
+`Database.read()` is the door for read-heavy queries that may see data a
+moment old (feed candidates, history pages, catalogues, public profiles):
+with `DATABASE_REPLICA_URL` set it is a `Replica`, which serves them from a
+streaming replica and falls back to the primary whenever the replica fails;
+without it, the primary itself. See docs/database.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
 
 from unimatch.domain.errors import Unavailable
+from unimatch.domain.metrics import DB_REPLICA_FALLBACKS
 
 log = logging.getLogger("unimatch.sql")
 
@@ -67,12 +76,57 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 # database being unavailable.
 ACQUIRE_TIMEOUT = 10.0
 
+# A replica is only worth it while it answers at once: past these a read goes
+# to the primary instead (the reads sent there take milliseconds).
+REPLICA_ACQUIRE_TIMEOUT = 2.0
+REPLICA_COMMAND_TIMEOUT = 5.0
+# How long a replica that failed is left alone before reads try it again.
+REPLICA_RETRY_AFTER = 5.0
+
+
+def _pool(dsn: str, *, max_size: int, slow_query_ms: float, command_timeout: float,
+          connect_timeout: float) -> asyncpg.Pool:
+    """A pool that connects lazily, so a server that is down at start-up
+    does not stop the process."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn, slow_query_ms)
+
+    return asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        init=init,
+        command_timeout=command_timeout,
+        timeout=connect_timeout,
+        max_inactive_connection_lifetime=300,
+        reset=_keep_session,
+    )
+
+
+class Reads(Protocol):
+    """What a read-only query site needs: `Database` and `Replica` both are."""
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
 
 class Database:
-    def __init__(self, pool: asyncpg.Pool, *, retries: int = 3, backoff: float = 0.05) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        retries: int = 3,
+        backoff: float = 0.05,
+        replica: asyncpg.Pool | None = None,
+    ) -> None:
         self.pool = pool
         self.retries = retries
         self.backoff = backoff
+        self.replica = Replica(replica, self) if replica is not None else None
 
     @classmethod
     async def connect(
@@ -83,27 +137,32 @@ class Database:
         overflow: int = 10,
         retries: int = 3,
         slow_query_ms: float = 100.0,
+        replica_dsn: str | None = None,
     ) -> Database:
-        """Open a pool. It connects lazily, so a database that is down at
-        start-up does not stop the process: requests get 503 until it is back."""
-
-        async def init(conn: asyncpg.Connection) -> None:
-            await _init_connection(conn, slow_query_ms)
-
-        pool = asyncpg.create_pool(
-            dsn,
-            min_size=0,
-            max_size=size + overflow,
-            init=init,
-            command_timeout=30,
-            timeout=5,
-            max_inactive_connection_lifetime=300,
-            reset=_keep_session,
-        )
+        """Open a pool (and one on the replica at `replica_dsn`). Both connect
+        lazily, so a database that is down at start-up does not stop the
+        process: requests get 503 until the primary is back, and reads go to
+        the primary until the replica is."""
+        pool = _pool(dsn, max_size=size + overflow, slow_query_ms=slow_query_ms,
+                     command_timeout=30, connect_timeout=5)
         await pool
-        return cls(pool, retries=retries)
+        replica = None
+        if replica_dsn:
+            replica = _pool(replica_dsn, max_size=size + overflow, slow_query_ms=slow_query_ms,
+                            command_timeout=REPLICA_COMMAND_TIMEOUT,
+                            connect_timeout=REPLICA_ACQUIRE_TIMEOUT)
+            await replica
+        return cls(pool, retries=retries, replica=replica)
+
+    def read(self) -> Reads:
+        """Where read-heavy queries that may see data a moment old go: the
+        replica when one is configured (falling back to this primary), else
+        this primary."""
+        return self.replica if self.replica is not None else self
 
     async def close(self) -> None:
+        if self.replica is not None:
+            await asyncio.wait_for(self.replica.pool.close(), timeout=10)
         await asyncio.wait_for(self.pool.close(), timeout=10)
 
     async def _acquire(self) -> asyncpg.pool.PoolConnectionProxy:
@@ -156,3 +215,80 @@ class Database:
     async def ping(self) -> None:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
+
+
+# A replica cancels a query that conflicts with the WAL it is replaying
+# (SQLSTATE 40001 on a standby); the primary answers it.
+_RECOVERY_CONFLICT = asyncpg.exceptions.SerializationError
+
+
+class Replica:
+    """Reads from a streaming replica that never fail because of it.
+
+    A read the replica cannot serve (unreachable, shutting down, too slow,
+    or cancelled by a recovery conflict) runs on the primary instead and is
+    counted in `unimatch_db_replica_fallbacks_total` by reason. A replica
+    that failed is left alone for `retry_after` seconds (reads go straight
+    to the primary, reason `down`), then the next read tries it again.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        primary: Database,
+        *,
+        retry_after: float = REPLICA_RETRY_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.primary = primary
+        self.retry_after = retry_after
+        self._clock = clock
+        self._down_until = 0.0
+
+    @property
+    def down(self) -> bool:
+        """Whether reads skip the replica for now, after a failure."""
+        return self._clock() < self._down_until
+
+    def _fall_back(self, reason: str, exc: BaseException | None = None) -> None:
+        DB_REPLICA_FALLBACKS.labels(reason).inc()
+        if reason in ("unreachable", "timeout"):
+            if not self.down:
+                log.warning("replica %s (%r): reads go to the primary for %.0f s",
+                            reason, exc, self.retry_after)
+            self._down_until = self._clock() + self.retry_after
+
+    async def _run(self, method: str, query: str, *args: Any) -> Any:
+        if self.down:
+            self._fall_back("down")
+            return await self.primary._run(method, query, *args)
+        try:
+            async with asyncio.timeout(REPLICA_ACQUIRE_TIMEOUT):
+                conn = await self.pool.acquire()
+        except TimeoutError as exc:
+            self._fall_back("timeout", exc)
+            return await self.primary._run(method, query, *args)
+        except _CONNECTION_ERRORS as exc:
+            self._fall_back("unreachable", exc)
+            return await self.primary._run(method, query, *args)
+        try:
+            return await getattr(conn, method)(query, *args)
+        except _RECOVERY_CONFLICT:
+            self._fall_back("conflict")
+        except TimeoutError as exc:
+            self._fall_back("timeout", exc)
+        except _CONNECTION_ERRORS as exc:
+            self._fall_back("unreachable", exc)
+        finally:
+            await self.pool.release(conn)
+        return await self.primary._run(method, query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._run("fetch", query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self._run("fetchrow", query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._run("fetchval", query, *args)

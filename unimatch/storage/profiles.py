@@ -224,7 +224,7 @@ async def public_profile(
     db: Database, user_id: uuid.UUID, viewer_id: uuid.UUID, today: dt.date
 ) -> dict[str, Any] | None:
     """The public profile of `user_id` as `viewer_id` may see it, or None."""
-    row = await db.fetchrow(PUBLIC_PROFILE, user_id, viewer_id)
+    row = await db.read().fetchrow(PUBLIC_PROFILE, user_id, viewer_id)
     if row is None:
         return None
     birthdate = row["birthdate"]
@@ -301,8 +301,9 @@ async def catalogues(db: Database) -> Catalogues:
     load may read it twice, harmlessly."""
     loaded = _catalogues.get(db)
     if loaded is None:
-        campus_rows = await db.fetch(CAMPUSES)
-        interest_rows = await db.fetch(INTERESTS)
+        reads = db.read()
+        campus_rows = await reads.fetch(CAMPUSES)
+        interest_rows = await reads.fetch(INTERESTS)
         loaded = Catalogues(
             campuses=[{**dict(r), "id": str(r["id"])} for r in campus_rows],
             interests=[{**dict(r), "id": str(r["id"])} for r in interest_rows],
