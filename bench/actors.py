@@ -178,7 +178,7 @@ async def main() -> None:
         )
         latency_row("bare async Ray actor", await _latency(lambda i: bare.echo.remote(i)))
         latency_row(
-            "virtual actor (directory -> host -> actor)",
+            "virtual actor on a node (directory -> Ray -> node)",
             await _latency(lambda i: directory.call("echo", "one", "echo", i)),
         )
 
