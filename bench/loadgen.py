@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 
 DRAIN_SECONDS = 5.0
-CONNECT_CONCURRENCY = 50
+CONNECT_CONCURRENCY = 25
 BODY = "habari! see you at the library after the lecture?"
 
 
