@@ -135,13 +135,22 @@ def process_cpu(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+# One connection kept for the whole run: PostgreSQL's 100 clients are shared
+# with the platforms' pools and the machine's other work.
+_admin: list[asyncpg.Connection] = []
+
+
 async def backend_pids(db_name: str) -> list[int]:
-    conn = await asyncpg.connect(ADMIN_DSN)
+    """PostgreSQL's backend processes serving `db_name` (none if it cannot tell)."""
     try:
-        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", db_name)
-        return [r["pid"] for r in rows]
-    finally:
-        await conn.close()
+        if not _admin:
+            _admin.append(await asyncpg.connect(ADMIN_DSN))
+        rows = await _admin[0].fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1", db_name)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"# PostgreSQL backends not counted: {exc!r}", flush=True)
+        return []
+    return [r["pid"] for r in rows]
 
 
 @dataclass
@@ -661,7 +670,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     misses[server.name] += 1
                     # Two misses in a row: past its ceiling (one may be a
                     # burst of the machine's other load).
-                    if misses[server.name] >= MISSES_TO_STOP:
+                    if misses[server.name] >= MISSES_TO_STOP and not args.every_rate:
                         active.remove(server)
             print(f"# load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -701,9 +710,11 @@ async def main_async(args: argparse.Namespace) -> None:
 
         default = next((s for s in servers if s.name.startswith("platform")), None)
         rate = best[default.name].rate if default is not None and default.name in best else 0
+        rate = args.profile_rate or rate
         if args.profile and rate:
-            print(f"\n# py-spy, {args.profile:.0f} s at {rate}/s (the best rate of "
-                  f"{default.name if default else '-'}), each target in turn")
+            why = "as asked" if args.profile_rate else (
+                f"the best rate of {default.name if default else '-'}")
+            print(f"\n# py-spy, {args.profile:.0f} s at {rate}/s ({why}), each target in turn")
             for server in servers:
                 if server.name.startswith("platform") and server is not default:
                     continue
@@ -732,6 +743,8 @@ async def main_async(args: argparse.Namespace) -> None:
             import ray
 
             ray.shutdown()
+        for conn in _admin:
+            await conn.close()
         admin = await asyncpg.connect(ADMIN_DSN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         await admin.close()
@@ -753,10 +766,14 @@ def main() -> None:
                         help="platforms with these NODES, side by side (default: one platform "
                              "with no NODES setting, as `unimatch serve`)")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
-    parser.add_argument("--overload", type=lambda v: [float(x) for x in v.split(",")],
+    parser.add_argument("--overload", type=lambda v: [float(x) for x in v.split(",") if x],
                         default=[2.0, 4.0], help="multiples of each platform's best rate")
     parser.add_argument("--profile", type=float, default=20.0,
                         help="seconds of py-spy at the platform's best rate (0: none)")
+    parser.add_argument("--profile-rate", type=int, default=0,
+                        help="profile at this rate instead of the platform's best")
+    parser.add_argument("--every-rate", action="store_true",
+                        help="run every rate for every target, past its ceiling too")
     parser.add_argument("--only", type=lambda v: v.split(","),
                         help="targets: platform, relay, ray-relay (comma-separated)")
     parser.add_argument("--out", default="/tmp/unimatch-bench-chat")
