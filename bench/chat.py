@@ -236,7 +236,7 @@ async def start_platform(
         "JWT_SECRET": secrets.token_hex(16),
         "REDIS_PREFIX": f"bench:{namespace}:",
         "RAY_NAMESPACE": namespace,
-        "UNIMATCH_DATA_DIR": tempfile.mkdtemp(prefix="unimatch-bench-"),
+        "UNIMATCH_DATA_DIR": (data_dir := tempfile.mkdtemp(prefix="unimatch-bench-")),
     }
     if nodes is not None:
         env["NODES"] = str(nodes)
@@ -262,7 +262,7 @@ async def start_platform(
         pids=pids,
         loop_tids=dict(zip(pids, tids, strict=True)),
         db_name=db_name,
-        stop=platform.stop,
+        stop=lambda: (platform.stop(), shutil.rmtree(data_dir, ignore_errors=True)),
     )
 
 
@@ -547,6 +547,7 @@ def summarize_spy(paths: list[Path], delivered: int, cpu: dict[str, Any], top: i
     self_fn: Counter[str] = Counter()
     self_lib: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    stage: Counter[str] = Counter()
     total = other = 0
     for path in paths:
         if not path.exists():
@@ -561,6 +562,12 @@ def summarize_spy(paths: list[Path], delivered: int, cpu: dict[str, Any], top: i
                 other += count
                 continue
             total += count
+            names = [f.split(" (")[0] for f in frames]
+            # The stage: the task or callback the loop was running.
+            below = names[names.index("BaseEventLoop._run_once") + 1:]
+            if below and below[0] == "Handle._run":
+                below = below[1:]
+            stage[below[0] if below else "(the loop itself)"] += count
             leaf = frames[-1]
             self_fn[leaf.rsplit(":", 1)[0] + ")"] += count
             self_lib[frame_library(leaf)] += count
@@ -579,13 +586,15 @@ def summarize_spy(paths: list[Path], delivered: int, cpu: dict[str, Any], top: i
         + f"); PostgreSQL backends {cpu.get('pg', 0) / n * 1e6:.0f} µs/msg",
         f"  py-spy: {total} event-loop samples (scaled to its /proc time below), {other} of "
         f"other threads (their /proc time is above)",
-        "  self time by library (µs/msg):",
+        "  by stage, the task or callback the loop ran (µs/msg):",
     ]
+    lines += [f"    {us(c):7.1f}  {name}" for name, c in stage.most_common(top)]
+    lines.append("  self time by library (µs/msg):")
     lines += [f"    {us(c):7.1f}  {lib}" for lib, c in self_lib.most_common(top)]
     lines.append("  self time by function (µs/msg):")
     lines += [f"    {us(c):7.1f}  {fn}" for fn, c in self_fn.most_common(top)]
     lines.append("  inclusive time by function (µs/msg):")
-    lines += [f"    {us(c):7.1f}  {fn}" for fn, c in inclusive.most_common(top + 12)]
+    lines += [f"    {us(c):7.1f}  {fn}" for fn, c in inclusive.most_common(top + 6)]
     return "\n".join(lines)
 
 
