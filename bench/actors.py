@@ -4,11 +4,13 @@
 
 Starts a private local Ray and a scratch PostgreSQL database (dropped at the
 end), then measures side by side:
-- round trip of one call: in-process method, in-process shard-host mailbox,
-  bare async Ray actor, virtual actor (directory -> host -> actor -> back);
+- round trip of one call: in-process method, in-process actor-host mailbox
+  (what a node's own sockets pay), bare async Ray actor, virtual actor on
+  another process (directory -> Ray -> node -> actor -> back: what a call
+  from another node, the scheduler or this driver pays);
 - calls/s with 100 concurrent callers: bare Ray actor, virtual actors spread
-  over many ids, all into one virtual actor, and many ids with a directory
-  capped at one flush in flight per host.
+  over many ids, all into one virtual actor, and many ids with the links
+  capped at one batch in flight per node.
 Bounded: a few thousand calls per row, at most ~10 s per throughput row.
 """
 
@@ -94,10 +96,18 @@ async def main() -> None:
     import asyncpg
     import ray
 
+    from unimatch.actors.base import Services
+    from unimatch.actors.chat import MessageCommitter
     from unimatch.actors.directory import ActorDirectory
-    from unimatch.actors.host import ShardHost, start_shard_hosts, stop_shard_hosts
+    from unimatch.actors.host import ActorHost
+    from unimatch.actors.links import NodeHandles, RayLink, remote_directory
     from unimatch.domain.config import Config
+    from unimatch.server.node import start_nodes, stop_nodes
+    from unimatch.server.platform import free_port
+    from unimatch.server.sockets import SocketRouter
+    from unimatch.storage.cache import Cache, connect_redis
     from unimatch.storage.migrations import apply_migrations
+    from unimatch.storage.pg import Database
 
     token = secrets.token_hex(4)
     database = f"unimatch_bench_{token}"
@@ -106,8 +116,10 @@ async def main() -> None:
     await admin.close()
     dsn = ADMIN_DSN.rpartition("/")[0] + f"/{database}"
     namespace = f"bench-{token}"
-    hosts: list[Any] = []
-    local_host: ShardHost | None = None
+    nodes: list[Any] = []
+    local_host: ActorHost | None = None
+    db: Database | None = None
+    cache: Cache | None = None
     try:
         await apply_migrations(dsn)
         config = Config(
@@ -115,7 +127,7 @@ async def main() -> None:
             redis_url=REDIS_URL,
             redis_prefix=f"bench:{token}:",
             jwt_secret="bench",
-            shard_hosts=2,
+            nodes=2,
             pg_pool_size=2,
             pg_pool_overflow=2,
             namespace=namespace,
@@ -132,12 +144,22 @@ async def main() -> None:
 
         bare_class: Any = ray.remote(BareEcho)
         bare = bare_class.options(num_cpus=0, max_concurrency=10_000).remote()
-        hosts = await asyncio.to_thread(start_shard_hosts, config, name_prefix="bench-host")
-        directory = ActorDirectory(hosts)
-        capped = ActorDirectory(hosts, max_in_flight=1)
-        local_host = ShardHost(config, 0, directory=directory)
-        await local_host.ready()
-        direct = Echo("direct", local_host.services)
+        nodes = await asyncio.to_thread(start_nodes, config, "127.0.0.1", free_port())
+        directory = remote_directory(namespace, config.nodes)
+        handles = NodeHandles(namespace)
+        capped = ActorDirectory(
+            [RayLink(handles.of(i), max_in_flight=1) for i in range(config.nodes)])
+        # An actor host in this process, as a node holds one: its own sockets'
+        # calls go straight into the mailbox.
+        db = await Database.connect(dsn, size=2, overflow=2)
+        cache = Cache(connect_redis(REDIS_URL), config.redis_prefix)
+        local_host = ActorHost(config)
+        services = Services(
+            config=config, db=db, cache=cache, actors=directory, sockets=SocketRouter([]),
+            committer=MessageCommitter(db, cache), node_index=0,
+        )
+        local_host.start(services)
+        direct = Echo("direct", services, None)  # type: ignore[arg-type]
 
         rows: list[tuple[str, str]] = []
 
@@ -151,12 +173,12 @@ async def main() -> None:
 
         latency_row("in-process method call", await _latency(direct.echo))
         latency_row(
-            "in-process shard-host mailbox",
-            await _latency(lambda i: local_host.call("echo", "local", "echo", (i,), {})),
+            "in-process actor-host mailbox",
+            await _latency(lambda i: local_host.submit(("echo", "local", "echo", (i,), {}))),
         )
         latency_row("bare async Ray actor", await _latency(lambda i: bare.echo.remote(i)))
         latency_row(
-            "virtual actor (directory -> host -> actor)",
+            "virtual actor on a node (directory -> Ray -> node)",
             await _latency(lambda i: directory.call("echo", "one", "echo", i)),
         )
 
@@ -173,24 +195,28 @@ async def main() -> None:
             await _throughput(lambda c, i: directory.call("echo", "hot", "echo", i)),
         )
         throughput_row(
-            f"{CALLERS} callers -> {CALLERS} v. actors, cap 1 flush",
+            f"{CALLERS} callers -> {CALLERS} v. actors, cap 1 batch",
             await _throughput(lambda c, i: capped.call("echo", f"e{c}", "echo", i)),
         )
-        stats = await directory.stats()
+        stats = await asyncio.gather(*(node.stats.remote() for node in nodes))
         print()
         print(f"{'measure':48} result")
         print("-" * 90)
         for name, value in rows:
             print(f"{name:48} {value}")
         print(
-            "hosts:",
-            ", ".join(f"#{s['host']} activations {s['activations_total']}" for s in stats),
+            "nodes:",
+            ", ".join(f"#{s['node']} activations {s['activations_total']}" for s in stats),
         )
     finally:
         if local_host is not None:
             await local_host.drain()
-        if hosts:
-            await asyncio.to_thread(stop_shard_hosts, hosts)
+        if cache is not None:
+            await cache.close()
+        if db is not None:
+            await db.close()
+        if nodes:
+            await asyncio.to_thread(stop_nodes, nodes)
         if ray.is_initialized():
             ray.shutdown()
         admin = await asyncpg.connect(ADMIN_DSN)

@@ -1,64 +1,86 @@
-"""Chat benchmark over real sockets, with a bare relay as the ceiling.
+"""Chat benchmark over real sockets: the platform against a bare relay.
 
-Run by hand from the repository root:
+Run by hand from the repository root (each run is bounded: a rate runs
+`--seconds`, then at most 5 s of drain; every server is on loopback):
 
-    python bench/chat.py                      # 2,000 users, default rates
-    python bench/chat.py --users 2000 --rates 250,500,1000,2000 --seconds 8 --idle 10000
-    python bench/chat.py --colocated --hosts 1   # one node: host and gateway in one process
-    python bench/chat.py --only relay --rates 8000,16000 --idle 0   # one side's ceiling
+    python bench/chat.py                             # the default layout, 2,000 users
+    python bench/chat.py --nodes 1,2                 # NODES=1 and NODES=2 side by side
+    python bench/chat.py --rates 1000,2000,4000 --seconds 6 --profile 0
+    python bench/chat.py --only relay,ray-relay      # the two ceilings alone
 
-Starts a private local Ray, a scratch PostgreSQL database (dropped at the
-end) and the whole platform; N users in N/2 matches, each user one socket.
-For each offered rate (open loop: sends leave on schedule whatever the
-answers), every user sends in turn to their match, and the bench measures
-send->ack and send->delivery (at the other user) latency p50/p95/p99,
-delivered messages/s, and counts loss (an acked seq a member never got),
-duplicates (a seq twice on one socket), order violations (a seq below one
-already seen) and sends the server shed (error frames). The same load then
-runs against bench/relay.py (aiohttp alone: no actors, no database). Last,
-`--idle` sockets connect and sit idle to measure gateway memory per
-connection. Bounded: each rate runs `--seconds`, then at most 5 s of drain.
+Targets, all up at once and loaded in turn at each rate (so a change in the
+machine's background load falls on all of them alike):
+
+- `platform` (or `platform-N` with `--nodes`): started as `unimatch serve`
+  starts it with no layout settings (`Platform.start` in a private local
+  Ray, metrics in a multiprocess folder), on a scratch PostgreSQL database
+  dropped at the end and Redis under a key prefix of its own;
+- `relay`: bench/relay.py, aiohttp alone in a process of its own (no
+  actors, no database, no auth, the same frames);
+- `ray-relay`: the same relay app inside an async Ray actor
+  (bench/ray_relay.py), as a node hosts aiohttp: what Ray's worker costs
+  (its threads, the GIL), told apart from the platform's own code.
+
+Each target has `--users` users in users/2 matches, one socket each, held by
+`--workers` load-generator processes (bench/loadgen.py), so the generator
+is not the server's process. Each rate is an open loop of Poisson arrivals
+(bursts as users make them) and latency runs from the scheduled send time;
+the generator's lag behind its schedule is reported. Per run: delivery
+(send -> `message` at the other user) and ack p50/p95/p99, goodput
+(messages delivered to the recipient within the window, per second),
+refusals by code (`overloaded` = shed), loss (an acked seq the recipient
+never got), duplicates (a seq twice on one socket, or a `message` on the
+sending socket), order violations (a seq below one already seen on that
+socket), and the server's CPU per delivered message (its process, from
+/proc; PostgreSQL's backends apart).
+
+A target is swept until its delivery p99 crosses 50 ms at two rates in a
+row (one crossing alone may be a burst of the machine's other load); its
+best rate is the highest one with p99 under 50 ms and no loss, duplicate or
+order violation. Then each platform
+runs at 2x and 4x its best rate (goodput under overload), and `--profile`
+seconds of py-spy record the default platform's node, the relay and the
+relay in Ray at the platform's best rate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import multiprocessing
 import os
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+BENCH = ROOT / "bench"
+for entry in (str(ROOT), str(BENCH)):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-# Ray starts its workers (shard hosts, gateways) at nice 15, below this
-# load generator and anything else on the machine; measure them on equal terms.
-os.environ.setdefault("RAY_worker_niceness", "0")
-
-import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-import orjson  # noqa: E402
-
-from unimatch.domain import tokens  # noqa: E402
-from unimatch.domain.config import Config  # noqa: E402
-from unimatch.domain.pairs import ordered, pair_id  # noqa: E402
-from unimatch.server.platform import free_port  # noqa: E402
-from unimatch.storage.migrations import apply_migrations  # noqa: E402
+from loadgen import worker_main  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-DRAIN_SECONDS = 5.0
 WARM_UP_RATE = 400
-CONNECT_CONCURRENCY = 100
-BODY = "habari! see you at the library after the lecture?"
+P99_LIMIT_MS = 50.0
+MISSES_TO_STOP = 2
+PG_POOL = (6, 4)  # size, overflow of each platform process's pool
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PY_SPY_RATE = 100
 
 NEW_USERS = """
 INSERT INTO users (email, password_hash, display_name, is_verified, verified_at)
@@ -68,176 +90,102 @@ RETURNING id"""
 
 
 def pct(values: list[float], q: float) -> float:
+    """The q-quantile of sorted `values`, in ms."""
     if not values:
         return float("nan")
-    values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
+# -- servers -----------------------------------------------------------------
+
+
 @dataclass
-class RunStats:
-    rate: int
-    sent: int = 0
-    acked: int = 0
-    shed: int = 0
-    ack_lat: list[float] = field(default_factory=list)
-    delivery_lat: list[float] = field(default_factory=list)
-    delivered: int = 0
-    duplicates: int = 0
-    order_violations: int = 0
-    lost: int = 0
-    unanswered: int = 0
-    closed: int = 0
-    elapsed: float = 0.0
+class Server:
+    """One target: where its users connect, and the processes to measure."""
+
+    name: str
+    urls: list[str]
+    matches: list[str]
+    pids: list[int] = field(default_factory=list)
+    loop_tids: dict[int, int] = field(default_factory=dict)  # pid -> event-loop thread
+    db_name: str | None = None  # whose PostgreSQL backends to count
+    stop: Any = None
 
 
-class LoadClient:
-    """N sockets, one per user; user 2i and 2i+1 share match i."""
-
-    def __init__(self, urls: list[str], match_of: list[str]) -> None:
-        self.urls = urls
-        self.match_of = match_of
-        self.sockets: list[aiohttp.ClientWebSocketResponse | None] = [None] * len(urls)
-        self.session: aiohttp.ClientSession | None = None
-        self.readers: list[asyncio.Task[None]] = []
-        self.sent_at: dict[str, float] = {}
-        self.sender_of: dict[str, int] = {}
-        self.acks: dict[str, int] = {}  # cmid -> seq
-        self.seen: list[set[int]] = [set() for _ in urls]
-        self.high: list[int] = [0] * len(urls)
-        self.stats = RunStats(0)
-        self.closed = 0
-
-    async def connect(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
-        )
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-        async def one(i: int) -> None:
-            async with gate:
-                assert self.session is not None
-                ws = await self.session.ws_connect(self.urls[i], heartbeat=None, max_msg_size=0)
-                # A match's presence may arrive before this socket's `ready`.
-                while True:
-                    msg = await ws.receive(timeout=60)
-                    assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, ws.close_code)
-                    if orjson.loads(msg.data)["type"] == "ready":
-                        break
-                self.sockets[i] = ws
-                self.readers.append(asyncio.create_task(self._read(i, ws)))
-
-        await asyncio.gather(*(one(i) for i in range(len(self.urls))))
-
-    async def _read(self, i: int, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            now = time.perf_counter()
-            frame = orjson.loads(msg.data)
-            kind = frame["type"]
-            stats = self.stats
-            if kind == "ack":
-                cmid = frame["client_msg_id"]
-                if cmid in self.sent_at and cmid not in self.acks:
-                    self.acks[cmid] = frame["seq"]
-                    stats.acked += 1
-                    stats.ack_lat.append(now - self.sent_at[cmid])
-            elif kind == "message":
-                seq = frame["seq"]
-                if seq in self.seen[i]:
-                    stats.duplicates += 1
-                    continue
-                if seq < self.high[i]:
-                    stats.order_violations += 1
-                self.seen[i].add(seq)
-                self.high[i] = max(self.high[i], seq)
-                cmid = frame["client_msg_id"]
-                sender = self.sender_of.get(cmid)
-                if sender is not None and sender != i:
-                    stats.delivered += 1
-                    stats.delivery_lat.append(now - self.sent_at[cmid])
-            elif kind == "error":
-                stats.shed += 1
-        self.closed += 1
-
-    async def run(self, rate: int, seconds: float) -> RunStats:
-        self.stats = stats = RunStats(rate)
-        self.sent_at.clear()
-        self.sender_of.clear()
-        self.acks.clear()
-        base = [set(s) for s in self.seen]
-        closed_before = self.closed
-        total = int(rate * seconds)
-        n = len(self.sockets)
-        tag = secrets.token_hex(3)
-        start = time.perf_counter()
-        k = 0
-        while k < total:
-            due = min(total, int((time.perf_counter() - start) * rate) + 1)
-            while k < due:
-                i = k % n
-                ws = self.sockets[i]
-                cmid = f"{tag}-{k}"
-                if ws is not None and not ws.closed:
-                    self.sent_at[cmid] = time.perf_counter()
-                    self.sender_of[cmid] = i
-                    frame = {"type": "send", "match_id": self.match_of[i],
-                             "client_msg_id": cmid, "body": BODY}
-                    await ws.send_str(orjson.dumps(frame).decode())
-                    stats.sent += 1
-                k += 1
-            await asyncio.sleep(0.001)
-        stats.elapsed = time.perf_counter() - start
-        deadline = time.perf_counter() + DRAIN_SECONDS
-        def settled() -> bool:
-            if stats.delivered + stats.shed < stats.sent:
-                return False
-            # The sender's own sockets get the message too: wait for those echoes.
-            return all(seq in self.seen[self.sender_of[cmid]] for cmid, seq in self.acks.items())
-
-        # Open loop has no event for "all answered": poll until then or the deadline.
-        while time.perf_counter() < deadline and not settled():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        # Loss: an acked seq that a member of the match never received.
-        for cmid, seq in self.acks.items():
-            sender = self.sender_of[cmid]
-            for member in (sender, sender ^ 1):
-                if seq not in self.seen[member] and seq not in base[member]:
-                    stats.lost += 1
-        stats.unanswered = stats.sent - stats.acked - stats.shed
-        stats.closed = self.closed - closed_before
-        return stats
-
-    async def close(self) -> None:
-        for ws in self.sockets:
-            if ws is not None:
-                await ws.close()
-        if self.readers:
-            await asyncio.wait(self.readers, timeout=10)
-        if self.session is not None:
-            await self.session.close()
+def thread_cpu(pid: int) -> dict[int, tuple[str, int]]:
+    """CPU ticks (user + system) of each thread of `pid`, with its name."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        threads[int(task.name)] = (name, int(fields[11]) + int(fields[12]))
+    return threads
 
 
-def report(name: str, s: RunStats) -> None:
-    print(
-        f"{name:8} offered {s.rate:6}/s  sent {s.sent:6}  acked {s.acked:6}  "
-        f"delivered {s.delivered / max(s.elapsed, 1e-9):8.0f}/s  "
-        f"ack p50/p95/p99 {pct(s.ack_lat, .5):6.1f} {pct(s.ack_lat, .95):6.1f} "
-        f"{pct(s.ack_lat, .99):7.1f} ms  "
-        f"delivery p50/p95/p99 {pct(s.delivery_lat, .5):6.1f} {pct(s.delivery_lat, .95):6.1f} "
-        f"{pct(s.delivery_lat, .99):7.1f} ms  "
-        f"shed {s.shed}  unanswered {s.unanswered}  lost {s.lost}  dup {s.duplicates}  "
-        f"order {s.order_violations}  closed {s.closed}",
-        flush=True,
-    )
+def process_cpu(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+# One connection kept for the whole run: PostgreSQL's 100 clients are shared
+# with the platforms' pools and the machine's other work.
+_admin: list[asyncpg.Connection] = []
+
+
+async def backend_pids(db_name: str) -> list[int]:
+    """PostgreSQL's backend processes serving `db_name` (none if it cannot tell)."""
+    try:
+        if not _admin:
+            _admin.append(await asyncpg.connect(ADMIN_DSN))
+        rows = await _admin[0].fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1", db_name)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"# PostgreSQL backends not counted: {exc!r}", flush=True)
+        return []
+    return [r["pid"] for r in rows]
+
+
+@dataclass
+class CpuSample:
+    server: dict[int, dict[int, tuple[str, int]]]
+    pg: dict[int, int]
+
+    @classmethod
+    async def take(cls, server: Server) -> CpuSample:
+        pg = {}
+        if server.db_name is not None:
+            pg = {pid: process_cpu(pid) for pid in await backend_pids(server.db_name)}
+        return cls({pid: thread_cpu(pid) for pid in server.pids}, pg)
+
+    def since(self, before: CpuSample, server: Server) -> dict[str, float]:
+        """Seconds of CPU since `before`: the server's processes, their
+        event-loop threads, every other thread by name, and PostgreSQL."""
+        total = loop = 0
+        others: Counter[str] = Counter()
+        for pid, threads in self.server.items():
+            earlier = before.server.get(pid, {})
+            for tid, (name, ticks) in threads.items():
+                used = ticks - earlier.get(tid, (name, 0))[1]
+                total += used
+                if tid == server.loop_tids.get(pid):
+                    loop += used
+                else:
+                    others[name] += used
+        pg = sum(ticks - before.pg.get(pid, 0) for pid, ticks in self.pg.items())
+        return {
+            "server": total / CLK_TCK,
+            "loop": loop / CLK_TCK,
+            "pg": pg / CLK_TCK,
+            "threads": {name: ticks / CLK_TCK for name, ticks in others.most_common(6) if ticks},
+        }
 
 
 async def make_users(dsn: str, n: int) -> list[uuid.UUID]:
@@ -250,6 +198,9 @@ async def make_users(dsn: str, n: int) -> list[uuid.UUID]:
 
 
 async def make_matches(dsn: str, users: list[uuid.UUID]) -> list[str]:
+    """Users 2i and 2i+1 in match i; the match id of each user."""
+    from unimatch.domain.pairs import ordered, pair_id
+
     conn = await asyncpg.connect(dsn)
     try:
         rows = []
@@ -263,11 +214,56 @@ async def make_matches(dsn: str, users: list[uuid.UUID]) -> list[str]:
         await conn.close()
 
 
-async def warm_up(client: LoadClient) -> None:
-    """One message from every user, so every match's actor is active before
-    the sweep: a chat pays its activation once, on its first message, and the
-    sweep measures the messages after it."""
-    await client.run(WARM_UP_RATE, len(client.urls) / WARM_UP_RATE)
+def loop_thread(node: Any) -> int:
+    """In a node's process: the native id of the thread running its event loop."""
+    ident = node._started.get_loop()._thread_id
+    return threading._active[ident].native_id  # type: ignore[attr-defined]
+
+
+async def start_platform(
+    name: str, nodes: int | None, dsn: str, db_name: str, users: int
+) -> Server:
+    """The platform as `unimatch serve` starts it: `Config.from_env` with
+    no layout settings (NODES only when asked), `Platform.start`."""
+    from unimatch.domain import tokens
+    from unimatch.domain.config import Config
+    from unimatch.server.platform import Platform, free_port, init_ray
+
+    namespace = f"{db_name}-{name}"
+    env = {
+        "DATABASE_URL": dsn,
+        "REDIS_URL": REDIS_URL,
+        "JWT_SECRET": secrets.token_hex(16),
+        "REDIS_PREFIX": f"bench:{namespace}:",
+        "RAY_NAMESPACE": namespace,
+        "UNIMATCH_DATA_DIR": (data_dir := tempfile.mkdtemp(prefix="unimatch-bench-")),
+    }
+    if nodes is not None:
+        env["NODES"] = str(nodes)
+    # The one setting that is not serve's default: PostgreSQL here allows 100
+    # clients, shared with other work on the machine, and every process of
+    # every platform in the run has a pool.
+    env.update({"PG_POOL_SIZE": str(PG_POOL[0]), "PG_POOL_OVERFLOW": str(PG_POOL[1])})
+    config = Config.from_env(env, dotenv=False)
+    init_ray(config)
+    platform = await asyncio.to_thread(Platform.start, config, "127.0.0.1", free_port())
+    ids = await make_users(dsn, users)
+    matches = await make_matches(dsn, ids)
+    stats = await asyncio.gather(*(h.stats.remote() for h in platform.nodes))
+    tids = await asyncio.gather(*(
+        h.__ray_call__.remote(loop_thread) for h in platform.nodes
+    ))
+    pids = [s["pid"] for s in stats]
+    print(f"# {name}: {config.nodes} node(s), pids {pids}, {platform.url}", flush=True)
+    return Server(
+        name=name,
+        urls=[f"{platform.url}/ws?token={tokens.issue_access(config, u)}" for u in ids],
+        matches=matches,
+        pids=pids,
+        loop_tids=dict(zip(pids, tids, strict=True)),
+        db_name=db_name,
+        stop=lambda: (platform.stop(), shutil.rmtree(data_dir, ignore_errors=True)),
+    )
 
 
 async def wait_listening(port: int, bound: float = 30.0) -> None:
@@ -286,139 +282,510 @@ async def wait_listening(port: int, bound: float = 30.0) -> None:
         return
 
 
-async def sweep(name: str, client: LoadClient, rates: list[int], seconds: float) -> dict:
-    results = {}
-    for rate in rates:
-        stats = await client.run(rate, seconds)
-        report(name, stats)
-        results[rate] = stats
-    return results
+def relay_urls(port: int, users: int) -> tuple[list[str], list[str]]:
+    pairs = [str(uuid.uuid4()) for _ in range(users // 2)]
+    matches = [m for m in pairs for _ in (0, 1)]
+    users_ids = [str(uuid.uuid4()) for _ in range(users)]
+    return ([f"http://127.0.0.1:{port}/ws?token={u}&match={m}"
+             for u, m in zip(users_ids, matches, strict=True)], matches)
 
 
-def best_rate(results: dict[int, RunStats]) -> int:
-    ok = [r for r, s in results.items()
-          if s.delivery_lat and pct(s.delivery_lat, .99) < 50 and s.lost == 0 and s.shed == 0
-          and s.unanswered == 0]
-    return max(ok, default=0)
+async def start_relay(users: int) -> Server:
+    from unimatch.server.platform import free_port
+
+    port = free_port()
+    # Started once, stopped in `stop`: nothing to await.
+    process = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, str(BENCH / "relay.py"), "--port", str(port)]
+    )
+    await wait_listening(port)
+    urls, matches = relay_urls(port, users)
+
+    def stop() -> None:
+        process.terminate()
+        process.wait(10)
+
+    # aiohttp's web.run_app runs its loop on the main thread: tid == pid.
+    return Server("relay", urls, matches, pids=[process.pid],
+                  loop_tids={process.pid: process.pid}, stop=stop)
+
+
+async def start_ray_relay(users: int) -> Server:
+    import ray
+    from ray_relay import RelayActor
+
+    from unimatch.server.node import actor_env
+    from unimatch.server.platform import free_port
+
+    port = free_port()
+    actor: Any = ray.remote(RelayActor).options(
+        num_cpus=0, max_concurrency=10_000, runtime_env={"env_vars": actor_env()}
+    ).remote("127.0.0.1", port)
+    info = await actor.ready.remote()
+    urls, matches = relay_urls(port, users)
+
+    def stop() -> None:
+        ray.get(actor.stop.remote(), timeout=15)
+        ray.kill(actor, no_restart=True)
+
+    print(f"# ray-relay: pid {info['pid']}", flush=True)
+    return Server("ray-relay", urls, matches, pids=[info["pid"]],
+                  loop_tids={info["pid"]: info["loop_tid"]}, stop=stop)
+
+
+# -- the load generator processes ---------------------------------------------
+
+
+class Generators:
+    """`count` worker processes; each holds the pairs p with p % count == w."""
+
+    def __init__(self, count: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipes = []
+        self.processes = []
+        for w in range(count):
+            mine, theirs = context.Pipe()
+            process = context.Process(target=worker_main, args=(theirs, 1000 + w), daemon=True)
+            process.start()
+            self.pipes.append(mine)
+            self.processes.append(process)
+
+    @property
+    def count(self) -> int:
+        return len(self.pipes)
+
+    async def ask(self, commands: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        def one(w: int) -> dict[str, Any]:
+            self.pipes[w].send(commands[w])
+            return self.pipes[w].recv()
+
+        answers = await asyncio.gather(*(asyncio.to_thread(one, w) for w in range(self.count)))
+        for answer in answers:
+            if "error" in answer:
+                raise RuntimeError(f"load generator: {answer['error']}")
+        return answers
+
+    def share(self, items: list[str], w: int) -> list[str]:
+        return [items[i] for p in range(w, len(items) // 2, self.count) for i in (2 * p, 2 * p + 1)]
+
+    async def connect(self, server: Server) -> float:
+        started = time.perf_counter()
+        await self.ask([("connect", server.name, self.share(server.urls, w),
+                         self.share(server.matches, w)) for w in range(self.count)])
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(("stop",))
+            except OSError:
+                pass
+        for process in self.processes:
+            process.join(15)
+            if process.is_alive():
+                process.kill()
+
+
+@dataclass
+class Result:
+    target: str
+    rate: int
+    seconds: float
+    sent: int = 0
+    acked: int = 0
+    delivered: int = 0
+    delivered_in_window: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    unanswered: int = 0
+    undelivered: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    order_violations: int = 0
+    skipped: int = 0
+    closed: int = 0
+    ack: tuple[float, float, float] = (0, 0, 0)
+    delivery: tuple[float, float, float] = (0, 0, 0)
+    lag: tuple[float, float, float] = (0, 0, 0)  # p50, p99, max
+    cpu: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def goodput(self) -> float:
+        return self.delivered_in_window / self.seconds
+
+    @property
+    def p99(self) -> float:
+        return self.delivery[2]
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == 0 and self.duplicates == 0 and self.order_violations == 0
+
+    def us_per_message(self, what: str) -> float:
+        return self.cpu.get(what, 0.0) / max(self.delivered, 1) * 1e6
+
+    def row(self) -> str:
+        shed = self.errors.get("overloaded", 0)
+        other = sum(self.errors.values()) - shed
+        return (
+            f"{self.target:11} {self.rate:6} {self.sent:7} {self.goodput:8.0f} "
+            f"{self.delivery[0]:6.1f} {self.delivery[1]:6.1f} {self.delivery[2]:7.1f} "
+            f"{self.ack[2]:7.1f} {shed:6} {other:5} {self.unanswered:5} "
+            f"{self.lost:4} {self.duplicates:4} {self.order_violations:5} "
+            f"{self.lag[1]:6.1f} {self.lag[2]:6.1f} "
+            f"{self.us_per_message('server'):6.0f} {self.us_per_message('loop'):6.0f} "
+            f"{self.us_per_message('pg'):5.0f}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "rate": self.rate, "seconds": self.seconds,
+            "sent": self.sent, "acked": self.acked, "delivered": self.delivered,
+            "goodput": self.goodput, "errors": dict(self.errors),
+            "unanswered": self.unanswered, "undelivered": self.undelivered, "lost": self.lost,
+            "duplicates": self.duplicates, "order_violations": self.order_violations,
+            "skipped": self.skipped, "closed": self.closed,
+            "ack_ms": self.ack, "delivery_ms": self.delivery, "lag_ms": self.lag,
+            "cpu_s": self.cpu,
+            "us_per_message": {k: self.us_per_message(k) for k in ("server", "loop", "pg")},
+        }
+
+
+HEADER = (
+    f"{'target':11} {'rate':>6} {'sent':>7} {'goodput':>8} "
+    f"{'p50':>6} {'p95':>6} {'p99':>7} {'ack99':>7} {'shed':>6} {'other':>5} {'unans':>5} "
+    f"{'lost':>4} {'dup':>4} {'order':>5} {'lag99':>6} {'lagmx':>6} "
+    f"{'us/msg':>6} {'loop':>6} {'pg':>5}"
+)
+
+
+def merge(target: str, rate: int, seconds: float, answers: list[dict[str, Any]],
+          cpu: dict[str, Any]) -> Result:
+    result = Result(target, rate, seconds, cpu=cpu)
+    ack: list[float] = []
+    delivery: list[float] = []
+    lag: list[float] = []
+    for a in answers:
+        for name in ("sent", "acked", "delivered", "delivered_in_window", "unanswered",
+                     "undelivered", "lost", "duplicates", "order_violations", "skipped",
+                     "closed"):
+            setattr(result, name, getattr(result, name) + a[name])
+        result.errors.update(a["errors"])
+        ack += a["ack_lat"]
+        delivery += a["delivery_lat"]
+        lag += a["lag"]
+    ack.sort()
+    delivery.sort()
+    lag.sort()
+    result.ack = (pct(ack, .5), pct(ack, .95), pct(ack, .99))
+    result.delivery = (pct(delivery, .5), pct(delivery, .95), pct(delivery, .99))
+    result.lag = (pct(lag, .5), pct(lag, .99), lag[-1] * 1000 if lag else float("nan"))
+    return result
+
+
+async def run_once(gens: Generators, server: Server, rate: int, seconds: float,
+                   *, warm: bool = False, spy: Path | None = None) -> Result:
+    tag = secrets.token_hex(3)
+    start_at = time.perf_counter() + 0.3
+    before = await CpuSample.take(server)
+    spies = []
+    if spy is not None:
+        for pid in server.pids:
+            spies.append(subprocess.Popen(  # noqa: ASYNC220 (waited for below, bounded)
+                ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                 "--rate", str(PY_SPY_RATE), "--format", "raw", "--nonblocking",
+                 "--output", str(spy.with_suffix(f".{pid}.txt"))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            ))
+    if warm:
+        commands = [("warm", server.name, rate / gens.count, f"{tag}{w}", start_at)
+                    for w in range(gens.count)]
+    else:
+        commands = [("run", server.name, rate / gens.count, seconds, f"{tag}{w}", start_at)
+                    for w in range(gens.count)]
+    answers = await gens.ask(commands)
+    after = await CpuSample.take(server)
+    for process in spies:
+        _, err = await asyncio.to_thread(process.communicate, timeout=60)
+        if process.returncode:
+            print(f"# py-spy failed: {err.decode(errors='replace')[-400:]}", flush=True)
+    window = seconds if not warm else len(server.urls) / rate
+    return merge(server.name, rate, window, answers, after.since(before, server))
+
+
+# -- py-spy summary -------------------------------------------------------------
+
+
+def frame_library(frame: str) -> str:
+    """A py-spy frame "function (path:line)" -> the package it belongs to."""
+    path = frame[frame.rfind("(") + 1:frame.rfind(":")] if "(" in frame else frame
+    parts = Path(path).parts
+    for anchor in ("unimatch", "aiohttp", "asyncpg", "ray", "prometheus_client", "redis",
+                   "orjson", "yarl", "multidict", "bench"):
+        if anchor in parts:
+            i = parts.index(anchor)
+            if anchor == "unimatch" and i + 1 < len(parts):
+                return "unimatch." + parts[i + 1].removesuffix(".py")
+            if anchor == "aiohttp" and i + 1 < len(parts):
+                return "aiohttp." + parts[i + 1].removesuffix(".py")
+            return anchor
+    if "asyncio" in parts:
+        return "asyncio"
+    return Path(path).name or frame
+
+
+def spy_files(spy: Path) -> list[Path]:
+    return sorted(spy.parent.glob(f"{spy.name}.*.txt"))
+
+
+def summarize_spy(paths: list[Path], delivered: int, cpu: dict[str, Any], top: int = 14) -> str:
+    """Where the event-loop thread's CPU goes, in µs per delivered message.
+
+    py-spy counts a thread as busy while it is runnable, so on a loaded
+    machine its samples overstate CPU; the stacks of the event-loop thread
+    (those under `BaseEventLoop._run_once`) are therefore scaled to that
+    thread's CPU time from /proc. Other threads are given from /proc."""
+    self_fn: Counter[str] = Counter()
+    self_lib: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    stage: Counter[str] = Counter()
+    total = other = 0
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            count = int(count_text)
+            frames = [f for f in stack.split(";") if "(" in f]
+            if not any(f.startswith("BaseEventLoop._run_once ") for f in frames):
+                other += count
+                continue
+            total += count
+            names = [f.split(" (")[0] for f in frames]
+            # The stage: the task or callback the loop was running.
+            below = names[names.index("BaseEventLoop._run_once") + 1:]
+            if below and below[0] == "Handle._run":
+                below = below[1:]
+            stage[below[0] if below else "(the loop itself)"] += count
+            leaf = frames[-1]
+            self_fn[leaf.rsplit(":", 1)[0] + ")"] += count
+            self_lib[frame_library(leaf)] += count
+            for fn in {f.rsplit(":", 1)[0] + ")" for f in frames}:
+                inclusive[fn] += count
+    n = max(delivered, 1)
+    loop_us = cpu.get("loop", 0.0) / n * 1e6
+
+    def us(samples: int) -> float:
+        return samples / max(total, 1) * loop_us
+
+    lines = [
+        f"  /proc: process {cpu.get('server', 0) / n * 1e6:.0f} µs/msg = event-loop thread "
+        f"{loop_us:.0f} + other threads ("
+        + ", ".join(f"{name} {sec / n * 1e6:.0f}" for name, sec in cpu.get("threads", {}).items())
+        + f"); PostgreSQL backends {cpu.get('pg', 0) / n * 1e6:.0f} µs/msg",
+        f"  py-spy: {total} event-loop samples (scaled to its /proc time below), {other} of "
+        f"other threads (their /proc time is above)",
+        "  by stage, the task or callback the loop ran (µs/msg):",
+    ]
+    lines += [f"    {us(c):7.1f}  {name}" for name, c in stage.most_common(top)]
+    lines.append("  self time by library (µs/msg):")
+    lines += [f"    {us(c):7.1f}  {lib}" for lib, c in self_lib.most_common(top)]
+    lines.append("  self time by function (µs/msg):")
+    lines += [f"    {us(c):7.1f}  {fn}" for fn, c in self_fn.most_common(top)]
+    lines.append("  inclusive time by function (µs/msg):")
+    lines += [f"    {us(c):7.1f}  {fn}" for fn, c in inclusive.most_common(top + 6)]
+    return "\n".join(lines)
+
+
+# -- the bench -------------------------------------------------------------------
 
 
 async def main_async(args: argparse.Namespace) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    import ray
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    # Ray workers inherit this: they import this tree, and the relay actor bench/.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")])])
+    # As `unimatch serve` does: every process writes metrics to one folder.
+    metrics = Path(tempfile.mkdtemp(prefix="unimatch-bench-metrics-"))
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics))
+    out = Path(args.out)
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
 
-    from unimatch.server.platform import Platform
-
+    wanted = args.only or ["platform", "relay", "ray-relay"]
+    platforms = [n for n in wanted if n.startswith("platform")]
+    node_counts: list[int | None] = [None] if args.nodes is None else list(args.nodes)
+    gens = Generators(args.workers)
     db_name = f"unimatch_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
     dsn = ADMIN_DSN.rpartition("/")[0] + "/" + db_name
-    relay: subprocess.Popen[bytes] | None = None
-    platform = None
+    servers: list[Server] = []
+    results: list[Result] = []
+    ray_started = False
     try:
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'CREATE DATABASE "{db_name}"')
+        await admin.close()
+        from unimatch.storage.migrations import apply_migrations
+
         await apply_migrations(dsn)
-        config = Config(
-            database_url=dsn, redis_url=REDIS_URL, jwt_secret=secrets.token_hex(16),
-            redis_prefix=f"bench:{db_name}:", namespace=db_name,
-            shard_hosts=args.hosts, gateways=args.gateways, ws_send_queue=256,
-            colocated=args.colocated,
-            # Every process has a pool: keep the sum under max_connections (100).
-            pg_pool_size=10, pg_pool_overflow=5,
-        )
-        ray.init(namespace=db_name, include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)
-        port = free_port()
-        platform = await asyncio.to_thread(Platform.start, config, "127.0.0.1", port)
-        users = await make_users(dsn, args.users)
-        match_of = await make_matches(dsn, users)
-        urls = [f"{platform.url}/ws?token={tokens.issue_access(config, u)}" for u in users]
-        layout = (f"{args.hosts} node(s), each a shard host and a gateway" if args.colocated
-                  else f"{args.hosts} shard hosts, {args.gateways} gateway(s)")
-        print(f"# {args.users} users in {args.users // 2} matches, {layout}; "
-              f"rates {args.rates} for {args.seconds:.0f} s each",
-              flush=True)
+        if platforms:
+            for nodes in node_counts:
+                name = "platform" if nodes is None else f"platform-{nodes}"
+                servers.append(await start_platform(name, nodes, dsn, db_name, args.users))
+                ray_started = True
+        if "relay" in wanted:
+            servers.append(await start_relay(args.users))
+        if "ray-relay" in wanted:
+            if not ray_started:
+                import ray
 
-        started = time.perf_counter()
-        client = LoadClient(urls, match_of)
-        await client.connect()
-        print(f"# platform: {args.users} sockets connected in "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
-        await warm_up(client)
-        platform_results = (
-            await sweep("platform", client, args.rates, args.seconds)
-            if args.only in (None, "platform") else {}
-        )
-        await client.close()
+                ray.init(address="local", include_dashboard=False, configure_logging=False,
+                         log_to_driver=False)
+                ray_started = True
+            servers.append(await start_ray_relay(args.users))
+        print(f"# {args.users} users per target in {args.users // 2} matches; "
+              f"{args.workers} load-generator processes; Poisson arrivals; "
+              f"{args.seconds:.0f} s per rate; rates {args.rates}; load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+        for server in servers:
+            took = await gens.connect(server)
+            warm = await run_once(gens, server, WARM_UP_RATE, 0, warm=True)
+            print(f"# {server.name}: {args.users} sockets in {took:.1f} s; warm-up: "
+                  f"{warm.delivered} delivered, p99 {warm.p99:.0f} ms", flush=True)
 
-        relay_port = free_port()
-        # Started once and left running: nothing to await.
-        relay = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, str(ROOT / "bench" / "relay.py"), "--port", str(relay_port)]
-        )
-        await wait_listening(relay_port)
-        relay_urls = [f"http://127.0.0.1:{relay_port}/ws?token={u}&match={m}"
-                      for u, m in zip(users, match_of, strict=True)]
-        rclient = LoadClient(relay_urls, match_of)
-        await rclient.connect()
-        await warm_up(rclient)
-        relay_results = (
-            await sweep("relay", rclient, args.rates, args.seconds)
-            if args.only in (None, "relay") else {}
-        )
-        await rclient.close()
+        print("# latencies in ms; goodput = messages delivered to the recipient within the "
+              "window, per s; shed = `overloaded`; lag = the generator behind its schedule; "
+              "us/msg = server CPU per delivered message (loop = its event-loop thread; pg = "
+              "PostgreSQL backends)", flush=True)
+        print(HEADER, flush=True)
+        active = list(servers)
+        best: dict[str, Result] = {}
+        misses: Counter[str] = Counter()
+        for step, rate in enumerate(args.rates):
+            if not active:
+                break
+            order = active[step % len(active):] + active[:step % len(active)]
+            for server in order:
+                result = await run_once(gens, server, rate, args.seconds)
+                results.append(result)
+                print(result.row(), flush=True)
+                if result.p99 < P99_LIMIT_MS and result.clean:
+                    best[server.name] = result
+                    misses[server.name] = 0
+                else:
+                    misses[server.name] += 1
+                    # Two misses in a row: past its ceiling (one may be a
+                    # burst of the machine's other load).
+                    if misses[server.name] >= MISSES_TO_STOP and not args.every_rate:
+                        active.remove(server)
+            print(f"# load average {os.getloadavg()[0]:.1f}", flush=True)
 
-        ours, ceiling = best_rate(platform_results), best_rate(relay_results)
-        print(f"# highest rate with delivery p99 < 50 ms (no loss, nothing shed): platform "
-              f"{ours}/s, bare relay {ceiling}/s, ratio "
-              f"{(ours / ceiling if ceiling else float('nan')):.2f}", flush=True)
-        for name, results in (("platform", platform_results), ("bare relay", relay_results)):
-            bad = sum(s.lost + s.duplicates + s.order_violations for s in results.values())
-            print(f"# loss + duplicates + order violations over every {name} run: {bad}")
+        print("\n# highest rate with delivery p99 < 50 ms and no loss/dup/order violation:")
+        relay_best = best.get("relay")
+        for server in servers:
+            b = best.get(server.name)
+            ratio = (b.rate / relay_best.rate) if b and relay_best else float("nan")
+            crossed = next((r.rate for r in results
+                            if r.target == server.name and r not in best.values()
+                            and r.rate > (b.rate if b else 0)), None)
+            print(f"#   {server.name:11} {b.rate if b else 0:6}/s (next rate swept: "
+                  f"{crossed}), ratio to the relay {ratio:.2f}", flush=True)
 
-        if args.idle:
-            pids = [await g.__ray_call__.remote(lambda self: os.getpid())
-                    for g in platform.gateways]
-            idle_users = await make_users(dsn, args.idle)
-            before = sum(rss_kb(pid) for pid in pids)
-            iclient = LoadClient(
-                [f"{platform.url}/ws?token={tokens.issue_access(config, u)}" for u in idle_users],
-                [""] * len(idle_users),
-            )
-            started = time.perf_counter()
-            await iclient.connect()
-            await asyncio.sleep(2.0)
-            after = sum(rss_kb(pid) for pid in pids)
-            print(f"# idle: {args.idle} sockets connected in {time.perf_counter() - started:.1f} s;"
-                  f" gateway RSS {before / 1024:.0f} MB -> {after / 1024:.0f} MB: "
-                  f"{(after - before) / args.idle:.1f} KB per connection added, "
-                  f"{after / args.idle:.1f} KB RSS / connections", flush=True)
-            await iclient.close()
+        overload: dict[str, list[Result]] = defaultdict(list)
+        if args.overload:
+            print("\n# past capacity: goodput at multiples of each platform's best rate")
+            print(HEADER, flush=True)
+            for server in servers:
+                b = best.get(server.name)
+                if not server.name.startswith("platform") or b is None:
+                    continue
+                for factor in args.overload:
+                    result = await run_once(gens, server, int(b.rate * factor), args.seconds)
+                    results.append(result)
+                    overload[server.name].append(result)
+                    print(result.row(), flush=True)
+                most = max((r for r in results if r.target == server.name),
+                           key=lambda r: r.goodput)
+                for factor, result in zip(args.overload, overload[server.name], strict=True):
+                    print(f"#   {server.name} at {factor:g}x ({result.rate}/s): goodput "
+                          f"{result.goodput:.0f}/s = {result.goodput / b.goodput:.2f} of its "
+                          f"goodput at its best rate ({b.goodput:.0f}/s), "
+                          f"{result.goodput / most.goodput:.2f} of the most it carried in any "
+                          f"run ({most.goodput:.0f}/s at {most.rate}/s offered); shed "
+                          f"{result.errors.get('overloaded', 0)}", flush=True)
+
+        default = next((s for s in servers if s.name.startswith("platform")), None)
+        rate = best[default.name].rate if default is not None and default.name in best else 0
+        rate = args.profile_rate or rate
+        if args.profile and rate:
+            why = "as asked" if args.profile_rate else (
+                f"the best rate of {default.name if default else '-'}")
+            print(f"\n# py-spy, {args.profile:.0f} s at {rate}/s ({why}), each target in turn")
+            for server in servers:
+                if server.name.startswith("platform") and server is not default:
+                    continue
+                spy = out / f"spy-{server.name}"
+                result = await run_once(gens, server, rate, args.profile, spy=spy)
+                results.append(result)
+                print(HEADER + "\n" + result.row(), flush=True)
+                files = await asyncio.to_thread(spy_files, spy)
+                print(summarize_spy(files, result.delivered, result.cpu), flush=True)
+
+        (out / "chat.json").write_text(json.dumps(
+            {"args": vars(args), "results": [r.as_json() for r in results]}, indent=1))
+        print(f"\n# raw results in {out / 'chat.json'}", flush=True)
+        for server in servers:
+            bad = sum(r.lost + r.duplicates + r.order_violations
+                      for r in results if r.target == server.name)
+            print(f"# {server.name}: loss + duplicates + order violations over every run: {bad}")
     finally:
-        if relay is not None:
-            relay.terminate()
-            relay.wait(10)
-        if platform is not None:
-            await asyncio.to_thread(platform.stop)
-        ray.shutdown()
+        gens.stop()
+        for server in reversed(servers):
+            try:
+                await asyncio.to_thread(server.stop)
+            except Exception as exc:  # stop the rest all the same
+                print(f"# stopping {server.name} failed: {exc!r}", file=sys.stderr)
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+        for conn in _admin:
+            await conn.close()
         admin = await asyncpg.connect(ADMIN_DSN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         await admin.close()
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def ints(value: str) -> list[int]:
+    return [int(x) for x in value.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--rates", type=lambda v: [int(x) for x in v.split(",")],
-                        default=[250, 500, 1000, 2000, 3000])
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--hosts", type=int, default=2)
-    parser.add_argument("--gateways", type=int, default=1)
-    parser.add_argument("--colocated", action="store_true",
-                        help="each shard host also serves a gateway (COLOCATED=true)")
-    parser.add_argument("--idle", type=int, default=10000)
-    parser.add_argument("--only", choices=("platform", "relay"),
-                        help="sweep the rates against one side only (the ratio needs both)")
+    parser.add_argument("--rates", type=ints,
+                        default=[500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 10000,
+                                 12000, 14000, 16000])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--nodes", type=ints, default=None,
+                        help="platforms with these NODES, side by side (default: one platform "
+                             "with no NODES setting, as `unimatch serve`)")
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--overload", type=lambda v: [float(x) for x in v.split(",") if x],
+                        default=[2.0, 4.0], help="multiples of each platform's best rate")
+    parser.add_argument("--profile", type=float, default=20.0,
+                        help="seconds of py-spy at the platform's best rate (0: none)")
+    parser.add_argument("--profile-rate", type=int, default=0,
+                        help="profile at this rate instead of the platform's best")
+    parser.add_argument("--every-rate", action="store_true",
+                        help="run every rate for every target, past its ceiling too")
+    parser.add_argument("--only", type=lambda v: v.split(","),
+                        help="targets: platform, relay, ray-relay (comma-separated)")
+    parser.add_argument("--out", default="/tmp/unimatch-bench-chat")
     asyncio.run(main_async(parser.parse_args()))
 
 

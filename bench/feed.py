@@ -289,7 +289,6 @@ def main() -> None:
             jwt_secret=secrets.token_urlsafe(32),
             redis_prefix=f"bench:{name}:",
             namespace=name,
-            shard_hosts=2,
         )
         ray.init(address="local", namespace=name, include_dashboard=False,
                  configure_logging=False, log_to_driver=False)

@@ -2,8 +2,12 @@
 
 Same frames as the platform, none of its work: no actors, no database, no
 auth. A client connects to `/ws?token=<user_id>&match=<match_id>`; a `send`
-gets an `ack` with a per-match counter as `seq`, and a `message` goes to
-every socket of the match (both users, as the platform does).
+gets an `ack` with a per-match counter as `seq` on the sending socket, and a
+`message` goes to every other socket of the match (the platform's protocol:
+the sending socket gets only its ack).
+
+`make_app()` is the whole relay; bench/ray_relay.py serves the same app from
+inside a Ray actor.
 
     python bench/relay.py --port 8765
 """
@@ -52,7 +56,7 @@ async def relay(request: web.Request) -> web.WebSocketResponse:
             await ws.send_str(orjson.dumps(ack).decode())
             data = orjson.dumps(message).decode()
             for peer in list(sockets[match_id]):
-                if not peer.closed:
+                if peer is not ws and not peer.closed:
                     await peer.send_str(data)
     finally:
         sockets[match_id].discard(ws)
