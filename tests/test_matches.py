@@ -198,3 +198,50 @@ async def test_block_input_is_validated(http, db, config):
                          ({"user_id": "00000000-0000-0000-0000-000000000001"}, 404)):
         async with http.post("/api/v1/blocks", json=body, headers=a.auth) as resp:
             assert resp.status == status, body
+
+
+async def test_an_ended_match_refuses_typing_and_receipts_and_keeps_no_chat(http, db, config):
+    a, b, match_id = await _matched(http, db, config)
+    ws_a, ws_b = await _ready_socket(http, a), await _ready_socket(http, b)
+    try:
+        await ws_a.send_json({"type": "send", "match_id": str(match_id),
+                              "client_msg_id": "before", "body": "hi"})
+        assert (await _next_of_type(ws_a, "ack"))["seq"] == 1
+        assert (await _next_of_type(ws_b, "message"))["seq"] == 1
+        async with http.delete(f"/api/v1/matches/{match_id}", headers=a.auth) as resp:
+            assert resp.status == 204
+        for ws in (ws_a, ws_b):
+            await _next_of_type(ws, "unmatch")
+        for frame in ({"type": "typing", "match_id": str(match_id), "state": True},
+                      {"type": "read", "match_id": str(match_id), "seq": 1},
+                      {"type": "send", "match_id": str(match_id), "client_msg_id": "after",
+                       "body": "still there?"}):
+            await ws_b.send_json(frame)
+            error = await _next_of_type(ws_b, "error")
+            assert error["code"] == "match_ended", (frame, error)
+        # The receipt was never stored, and nothing reached the other side.
+        assert await db.fetchval(
+            "SELECT read_at FROM messages WHERE match_id = $1 AND seq = 1", match_id) is None
+        await ws_a.send_json({"type": "ping"})
+        assert await _next_of_type(ws_a, "pong") == {"type": "pong"}
+    finally:
+        await ws_a.close()
+        await ws_b.close()
+
+
+async def test_a_user_who_removed_her_photos_can_still_list_leave_and_block(http, db, config):
+    a, _b, match_id = await _matched(http, db, config)
+    c = await make_user(db, config)
+    # Her profile is no longer complete: discover is closed to her ...
+    for row in await db.fetch("SELECT id FROM photos WHERE user_id = $1", a.id):
+        async with http.delete(f"/api/v1/me/photos/{row['id']}", headers=a.auth) as resp:
+            assert resp.status == 204
+    async with http.get("/api/v1/discover", headers=a.auth) as resp:
+        assert resp.status == 403 and (await resp.json())["error"] == "profile_incomplete"
+    # ... but her matches, leaving one and blocking are not.
+    assert [m["match_id"] for m in await _matches(http, a)] == [str(match_id)]
+    async with http.post("/api/v1/blocks", headers=a.auth, json={"user_id": str(c.id)}) as resp:
+        assert resp.status == 201, await resp.text()
+    async with http.delete(f"/api/v1/matches/{match_id}", headers=a.auth) as resp:
+        assert resp.status == 204
+    assert await _matches(http, a) == []
