@@ -10,6 +10,9 @@ import subprocess
 from pathlib import Path
 
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from unimatch.domain import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
@@ -62,11 +65,7 @@ _METRIC = re.compile(r"\bunimatch_[a-z_]+\b")
 
 
 def _declared_series() -> set[str]:
-    """Every series name unimatch/metrics.py exposes."""
-    from prometheus_client.metrics import MetricWrapperBase
-
-    from unimatch import metrics
-
+    """Every series name unimatch/domain/metrics.py exposes."""
     names: set[str] = set()
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
