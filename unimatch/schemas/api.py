@@ -363,6 +363,16 @@ OPS: tuple[Operation, ...] = (
     Operation("get", f"{API}/openapi.json", "openapi", "This document", "operations",
               (Reply(200, "OpenAPI 3.1", content={"application/json": {
                   "schema": {"type": "object"}}}),), secured=False),
+    Operation(
+        "get", "/{path}", "web_client", "The web client's pages and assets", "web",
+        (Reply(200, "A page (HTML, with its Content-Security-Policy) or an asset",
+               content={"text/html": {"schema": {"type": "string"}},
+                        "application/octet-stream": {"schema": {"type": "string"}}}),),
+        secured=False, errors=(404,),
+        path_schemas={"path": {"type": "string"}},
+        description="The static export of web/ (WEB_ROOT); the platform's own paths "
+                    "(/api/v1, /ws, /healthz, /readyz, /metrics) never fall through to it.",
+    ),
 )
 
 OPERATIONS: tuple[Operation, ...] = (
