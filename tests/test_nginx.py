@@ -31,6 +31,7 @@ from tests.conftest import RUN_ID, create_database, drop_database
 from tests.factories import PASSWORD
 from tests.mailsink import SmtpServer, free_port
 from tests.nginx_conf import ROOT, SHIPPED, Layout, make_cert, nginx_command, render
+from tests.test_serve import _read_url
 from tests.waiting import eventually
 from unimatch.domain.config import Config
 from unimatch.storage.pg import Database
@@ -57,13 +58,6 @@ class Stack:
         """A client whose connections come from `source` (a loopback address)."""
         connector = aiohttp.TCPConnector(local_addr=(source, 0), ssl=self.tls)
         return aiohttp.ClientSession(base_url=self.url, connector=connector)
-
-
-async def _read_url(stream: asyncio.StreamReader) -> str:
-    while line := (await stream.readline()).decode():
-        if "listening on" in line:
-            return line.rsplit(" ", 1)[1].strip()
-    raise AssertionError("unimatch serve exited before it listened")
 
 
 async def _accepts(port: int) -> bool:

@@ -83,19 +83,30 @@ def create_app(
     directory: ActorDirectory | None = None,
     hub: SocketHub | None = None,
     node_index: int = 0,
+    db: Database | None = None,
+    cache: Cache | None = None,
     extra_contexts: tuple[Any, ...] = (),
 ) -> web.Application:
     """The whole HTTP + WebSocket surface. `directory` is the actor system's
     client (None for shell-only tests); `hub` holds this node's sockets (the
     node pushes to it); `node_index` is the node the app serves in, so actors
-    know where a socket lives."""
+    know where a socket lives. A node passes the `db` and `cache` its actors
+    use, so a process holds one pool of each; without them the app opens
+    (and closes) its own."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
     app[DIRECTORY] = directory
     app[NODE_INDEX] = node_index
     app[HUB] = hub if hub is not None else SocketHub(node_index, config)
-    app.cleanup_ctx.append(pg_ctx)
-    app.cleanup_ctx.append(redis_ctx)
+    if db is None:
+        app.cleanup_ctx.append(pg_ctx)
+    else:
+        app[DB] = db
+    if cache is None:
+        app.cleanup_ctx.append(redis_ctx)
+    else:
+        app[CACHE] = cache
+        app[LIMITER] = RateLimiter(cache)
     app.cleanup_ctx.append(work_pools_ctx)
     app.cleanup_ctx.extend(extra_contexts)
     setup_routes(app)

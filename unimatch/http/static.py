@@ -128,6 +128,9 @@ def _headers_for(root: WebRoot, path: str, file: Path) -> dict[str, str]:
 async def serve_web_client(request: web.Request) -> web.StreamResponse:
     path = request.path
     if path.startswith(_RESERVED):
+        allowed = _methods_at(request)
+        if allowed:  # a platform route that takes other methods: 405, not the catch-all
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
         raise NotFound("no such resource")
     root = request.app[WEB_ROOT]
     file = await asyncio.to_thread(root.resolve, path)
@@ -146,6 +149,27 @@ async def serve_web_client(request: web.Request) -> web.StreamResponse:
         body = await asyncio.to_thread(file.read_bytes)
         return web.Response(body=body, status=status, content_type="text/html", headers=headers)
     return web.FileResponse(file, headers=headers)
+
+
+def _methods_at(request: web.Request) -> set[str]:
+    """The methods the platform's own routes take at this path (none: no
+    such route)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.canonical == "/{path}":
+            continue
+        for route in resource:
+            if route.method != "GET" and resource.get_info() and _matches(resource, request.path):
+                allowed.add(route.method)
+    return allowed
+
+
+def _matches(resource: web.AbstractResource, path: str) -> bool:
+    info = resource.get_info()
+    if "path" in info:
+        return info["path"] == path
+    pattern = info.get("pattern")
+    return bool(pattern is not None and pattern.fullmatch(path))
 
 
 def setup_web_client(app: web.Application) -> None:

@@ -121,7 +121,8 @@ class Node:
             committer=MessageCommitter(db, cache),
             node_index=self.index,
         ))
-        app = create_app(config, directory=self.directory, hub=self.hub, node_index=self.index)
+        app = create_app(config, directory=self.directory, hub=self.hub, node_index=self.index,
+                         db=db, cache=cache)
         self.runner = web.AppRunner(
             app,
             access_log_class=AccessLogger,
