@@ -93,7 +93,7 @@ async def _json(response: aiohttp.ClientResponse) -> dict:
     return await response.json(content_type=None)
 
 
-async def _matches_of_load(stack: Stack) -> tuple[ChatLoad, factories.TestUser, str]:
+async def _start_chat_load(stack: Stack) -> tuple[ChatLoad, factories.TestUser, str]:
     pairs = [await make_match(stack.db, stack.config) for _ in range(PAIRS)]
     load = ChatLoad(stack.serve.url, pairs)
     await load.start()
@@ -113,7 +113,7 @@ async def test_postgres_restart_answers_503_and_recovers_with_no_acked_message_l
     stack: Stack, mode: str
 ) -> None:
     loop = asyncio.get_running_loop()
-    load, user, match_id = await _matches_of_load(stack)
+    load, user, match_id = await _start_chat_load(stack)
     history = f"{stack.api}/matches/{match_id}/messages"
     try:
         await load.each_acked_more(load.ack_marks(), 5, within=60)
@@ -131,6 +131,17 @@ async def test_postgres_restart_answers_503_and_recovers_with_no_acked_message_l
         body = await eventually(unavailable, within=30)
         assert body["error"] == "database_unavailable", body
         first_503 = loop.time()
+        # Writes too, whether they go straight to SQL or through an actor.
+        other = load.pairs[1][0]
+        for method, path, payload in (
+            ("POST", f"/matches/{match_id}/messages",
+             {"client_msg_id": uuid.uuid4().hex, "body": "while it is down"}),
+            ("POST", "/swipes", {"target_id": str(other.id), "action": "like"}),
+        ):
+            async with stack.http.request(method, stack.api + path, json=payload,
+                                          headers=user.auth) as r:
+                refused = await _json(r)
+                assert (r.status, refused["error"]) == (503, "database_unavailable"), refused
         async with stack.http.get(stack.serve.url + "/readyz") as r:
             ready = await _json(r)
             assert r.status == 503 and "postgres" in ready["detail"]["failed"], ready
@@ -185,7 +196,7 @@ async def test_redis_stopped_feeds_login_and_chat_go_on_and_caching_resumes(
     locked = await make_user(stack.db, stack.config)
     redis = aioredis.Redis.from_url(stack.redis.url)
     discover = f"{stack.api}/discover"
-    load, _, _ = await _matches_of_load(stack)
+    load, _, _ = await _start_chat_load(stack)
 
     async def feed() -> dict:
         async with stack.http.get(discover, headers=viewer.auth) as r:
@@ -229,7 +240,7 @@ async def test_redis_stopped_feeds_login_and_chat_go_on_and_caching_resumes(
         during_at = loop.time()
         await load.each_acked_more(load.ack_marks(), 5, within=60)
         during = loop.time() - during_at
-        assert during < max(1.0, 10 * baseline), (baseline, during)
+        assert during < max(3.0, 10 * baseline), (baseline, during)
         async with stack.http.get(stack.serve.url + "/readyz") as r:
             ready = await _json(r)
             assert r.status == 503 and ready["detail"]["failed"] == ["redis"], ready
