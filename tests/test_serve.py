@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import psutil
 from unimatch.server.platform import free_port
 
 START_TIMEOUT = 240
+_URL = re.compile(r"https?://[^\s\"']+")
 STOP_TIMEOUT = 90
 
 
@@ -55,13 +57,19 @@ async def _terminate(
 
 
 async def _read_url(stream: asyncio.StreamReader) -> str:
-    """The URL from serve's log line saying it listens (stdout is JSON lines)."""
+    """The URL from serve's log line saying it listens: a JSON line, or a
+    text one (LOG_FORMAT=text)."""
     while True:
         line = await stream.readline()
         if not line:
             raise AssertionError("serve exited before it listened")
-        if b"listening on" in line and b'"url"' in line:
+        if b"listening on" not in line:
+            continue
+        if line.lstrip().startswith(b"{"):
             return str(json.loads(line)["url"])
+        found = _URL.search(line.decode())
+        if found:
+            return found.group(0)
 
 
 async def test_serve_with_embedded_servers_and_clean_shutdown(tmp_path: Path) -> None:

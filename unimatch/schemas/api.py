@@ -158,9 +158,11 @@ PROFILE: tuple[Operation, ...] = (
             "type": "object", "required": ["photo"], "additionalProperties": False,
             "properties": {"photo": {"type": "string", "contentMediaType": "image/*"}},
         }}},
-        errors=(400, 403, 409, 413, 415),
+        errors=(400, 403, 409, 413, 415, 429, 503),
         description="JPEG, PNG or WebP, checked by content; at most MAX_PHOTO_BYTES (5 MB) "
-                    "and MAX_PHOTOS (6) photos (409 `too_many_photos`).",
+                    "and MAX_PHOTOS (6) photos (409 `too_many_photos`); at most "
+                    "LIMIT_PHOTO_UPLOADS_PER_HOUR uploads an hour (429); 503 with "
+                    "Retry-After while the decoding pool is full.",
     ),
     Operation("delete", f"{API}/me/photos/{{photo_id}}", "delete_photo", "Delete a photo",
               "profile", (DONE,), errors=(403, 404)),
