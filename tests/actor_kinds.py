@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from typing import Any
 
 import unimatch.domain.errors
 from unimatch.actors.base import VirtualActor
+from unimatch.actors.routing import pick_host
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS test_counters (
@@ -147,3 +149,15 @@ class Counter(VirtualActor):
 
     async def _secret(self) -> str:
         return "private"
+
+
+def ids_on(node: int, count: int, label: str, nodes: int = 2) -> list[str]:
+    """`count` fresh counter ids whose actors live on `node` of `nodes`."""
+    found: list[str] = []
+    k = 0
+    while len(found) < count:
+        actor_id = f"{label}-{secrets.token_hex(4)}-{k}"
+        if pick_host("counter", actor_id, nodes) == node:
+            found.append(actor_id)
+        k += 1
+    return found

@@ -18,7 +18,7 @@ import pytest
 import ray
 from prometheus_client import REGISTRY
 
-from tests.actor_kinds import SCHEMA
+from tests.actor_kinds import SCHEMA, ids_on
 from tests.waiting import eventually
 from unimatch.actors.batching import TickBatcher
 from unimatch.actors.directory import ActorDirectory
@@ -33,16 +33,6 @@ from unimatch.storage.pg import Database
 SUFFIX = f"-rt-{secrets.token_hex(3)}"
 
 
-def ids_on(host: int, count: int, label: str, hosts: int = 2) -> list[str]:
-    """`count` fresh counter ids that live on `host`."""
-    found: list[str] = []
-    k = 0
-    while len(found) < count:
-        actor_id = f"{label}-{secrets.token_hex(4)}-{k}"
-        if pick_host("counter", actor_id, hosts) == host:
-            found.append(actor_id)
-        k += 1
-    return found
 
 
 async def start_test_nodes(config: Config) -> list[Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import ray
 
+from tests.actor_kinds import ids_on
 from tests.chat_clients import ChatClient
 from tests.factories import make_user
 from tests.waiting import eventually
@@ -29,7 +30,6 @@ from unimatch.actors.chat import MessageCommitter
 from unimatch.actors.directory import ActorDirectory
 from unimatch.actors.host import ActorHost
 from unimatch.actors.links import LocalLink, NodeHandles, remote_directory
-from unimatch.actors.routing import pick_host
 from unimatch.domain.config import Config
 from unimatch.domain.errors import Conflict, NotFound, RateLimited
 from unimatch.http.app import create_app
@@ -41,15 +41,6 @@ from unimatch.ws.hub import SocketHub
 LOCAL_MAILBOX = 500
 
 
-def ids_on(node: int, count: int, label: str, nodes: int = 2) -> list[str]:
-    found: list[str] = []
-    k = 0
-    while len(found) < count:
-        actor_id = f"{label}-{secrets.token_hex(4)}-{k}"
-        if pick_host("counter", actor_id, nodes) == node:
-            found.append(actor_id)
-        k += 1
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +162,21 @@ async def test_a_flooded_actor_does_not_delay_another_actor_of_its_node(
             samples.append(time.perf_counter() - started)
         return samples
 
-    quiet = await latencies(200, "quiet")
-    # 50,000 calls for one actor at once, as from a client gone wild.
-    flood = [local_host.submit(("counter", flooded, "record", (i,), {})) for i in range(50_000)]
-    during = await latencies(200, "flood")
-    outcomes = await asyncio.gather(*flood, return_exceptions=True)
-    refused = [o for o in outcomes if isinstance(o, RateLimited)]
-    assert len(refused) == 50_000 - LOCAL_MAILBOX  # the mailbox stayed bounded
+    # Quiet and flooded rounds alternate, so both see the same background
+    # (a shared machine's noise falls on both alike). In all, 50,000 calls
+    # for one actor, 12,500 at once per round, as from a client gone wild.
+    quiet: list[float] = []
+    during: list[float] = []
+    refused: list[RateLimited] = []
+    for round_ in range(4):
+        quiet += await latencies(50, f"quiet-{round_}")
+        flood = [local_host.submit(("counter", flooded, "record", (i,), {}))
+                 for i in range(12_500)]
+        during += await latencies(50, f"flood-{round_}")
+        outcomes = await asyncio.gather(*flood, return_exceptions=True)
+        refused += [o for o in outcomes if isinstance(o, RateLimited)]
+    # The mailbox stayed bounded: each round, all but what fits were refused.
+    assert len(refused) >= 4 * (12_500 - LOCAL_MAILBOX)
     assert all(e.code == "overloaded" for e in refused)
     ratio = _p99(during) / _p99(quiet)
     assert ratio < 3.0, (ratio, _p99(quiet), _p99(during))

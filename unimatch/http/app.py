@@ -39,17 +39,7 @@ CLIENT_MAX_SIZE = 6 * 1024 * 1024
 
 
 async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    if config.database_url is None:
-        raise RuntimeError("DATABASE_URL is not set")
-    app[DB] = await Database.connect(
-        config.database_url,
-        size=config.pg_pool_size,
-        overflow=config.pg_pool_overflow,
-        retries=config.pg_retries,
-        slow_query_ms=config.slow_query_ms,
-        replica_dsn=config.replica_url,
-    )
+    app[DB] = await Database.for_config(app[CONFIG])
     yield
     await app[DB].close()
 

@@ -108,14 +108,7 @@ class SchedulerActor:
         workers = self.config.scheduler_workers
         # Workers + the LISTEN connection + the periodic enqueuer; the overflow
         # serves handlers that open connections of their own.
-        self.db = await Database.connect(
-            self.config.database_url,
-            size=workers + 2,
-            overflow=self.config.pg_pool_overflow,
-            retries=self.config.pg_retries,
-            slow_query_ms=self.config.slow_query_ms,
-            replica_dsn=self.config.replica_url,
-        )
+        self.db = await Database.for_config(self.config, size=workers + 2)
         self.process_metrics.watch_pool(self.db.pool)
         services: dict[type, object] = {
             Mailer: Mailer(self.config),

@@ -92,14 +92,7 @@ class Node:
         if not config.database_url or not config.redis_url:
             raise RuntimeError("a node needs database_url and redis_url")
         self._process_metrics = start_process_metrics("node")
-        db = self._db = await Database.connect(
-            config.database_url,
-            size=config.pg_pool_size,
-            overflow=config.pg_pool_overflow,
-            retries=config.pg_retries,
-            slow_query_ms=config.slow_query_ms,
-            replica_dsn=config.replica_url,
-        )
+        db = self._db = await Database.for_config(config)
         self._process_metrics.watch_pool(db.pool)
         cache = self._cache = Cache(connect_redis(config.redis_url), config.redis_prefix)
         actor_links: list[ActorLink] = []

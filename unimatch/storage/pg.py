@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+from unimatch.domain.config import Config
 from unimatch.domain.errors import Unavailable
 from unimatch.domain.metrics import DB_REPLICA_FALLBACKS
 
@@ -153,6 +154,21 @@ class Database:
                             connect_timeout=REPLICA_ACQUIRE_TIMEOUT)
             await replica
         return cls(pool, retries=retries, replica=replica)
+
+    @classmethod
+    async def for_config(cls, config: Config, *, size: int | None = None) -> Database:
+        """The pool a server process opens: `config`'s primary (and replica),
+        sizes and retries; `size` overrides the pool size."""
+        if not config.database_url:
+            raise RuntimeError("DATABASE_URL is not set")
+        return await cls.connect(
+            config.database_url,
+            size=config.pg_pool_size if size is None else size,
+            overflow=config.pg_pool_overflow,
+            retries=config.pg_retries,
+            slow_query_ms=config.slow_query_ms,
+            replica_dsn=config.replica_url,
+        )
 
     def read(self) -> Reads:
         """Where read-heavy queries that may see data a moment old go: the
