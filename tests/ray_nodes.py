@@ -87,7 +87,7 @@ class RayNode:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         try:
             done = subprocess.run(args, env=self.env, capture_output=True, text=True,
-                                  timeout=START_TIMEOUT, cwd=self.temp_dir)  # workers run in this folder
+                                  timeout=START_TIMEOUT, cwd=self.temp_dir)
         except subprocess.TimeoutExpired as exc:
             self.kill()
             raise RuntimeError(f"ray start hung: {exc.stderr!r}"[-3000:]) from exc
