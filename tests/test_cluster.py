@@ -40,7 +40,8 @@ def cluster() -> Iterator[dict]:
         head = RayNode(tmp_path / "ray-head", {"unimatch_node": 1}, head_env)
         nodes.append(head)
         head.start()
-        second_env = {**ray_env(joining=True, token_file=token), "UNIMATCH_NODE_PORT": str(ports[1])}
+        second_env = {**ray_env(joining=True, token_file=token),
+                      "UNIMATCH_NODE_PORT": str(ports[1])}
         second = RayNode(tmp_path / "ray-second", {"unimatch_node": 1, "unimatch_second": 1},
                          second_env, head_address=head.address)
         nodes.append(second)
