@@ -22,13 +22,14 @@ import asyncio
 import itertools
 import logging
 import pickle
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
 
 from unimatch.actors.batching import TickBatcher
-from unimatch.actors.directory import ActorDirectory
+from unimatch.actors.directory import ActorDirectory, Membership
 from unimatch.actors.host import ActorHost
 from unimatch.actors.ports import Call, NodeDown, Outcome
 from unimatch.domain.errors import DomainError, Unavailable
@@ -52,7 +53,12 @@ NODE_DOWN_ERRORS: tuple[type[BaseException], ...] = (
 
 # The Ray actor name of node `i` (in the platform's namespace).
 NODE_NAME = "node-{index}"
+_NODE_NAME = re.compile(r"node-(\d+)")
 _HEALTH_TIMEOUT = 5.0
+# A cluster's membership: how often each node is checked, and how long a
+# node may take to answer before it is taken out of the routing.
+WATCH_INTERVAL = 0.5
+WATCH_TIMEOUT = 1.0
 
 
 def node_name(index: int) -> str:
@@ -153,10 +159,14 @@ class RayLink:
         except NODE_DOWN_ERRORS as exc:
             # Calls it accepted earlier and still owes die with it: their
             # callers retry them too.
-            for future in self._waiting.values():
-                if not future.done():
-                    future.set_exception(NodeDown(repr(exc)))
+            self.fail_waiting(NodeDown(repr(exc)))
             raise NodeDown(repr(exc)) from exc
+
+    def fail_waiting(self, error: NodeDown) -> None:
+        """Fail every late answer still owed (its node is gone)."""
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
 
     async def check_health(self) -> None:
         handle = await self._handle()
@@ -239,14 +249,97 @@ def portable(exc: BaseException) -> BaseException:
     return exc
 
 
+def node_indices(namespace: str) -> list[int]:
+    """The indices of the nodes Ray has named in `namespace` (blocking)."""
+    found = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        match = _NODE_NAME.fullmatch(entry["name"])
+        if match and entry["namespace"] == namespace:
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+class ClusterWatcher:
+    """Keeps a dynamic `Membership` true from Ray's own state: the nodes
+    are the actors Ray has named `node-<i>` (added as they appear), the live
+    ones those answering `check_health` within `WATCH_TIMEOUT`, checked every
+    `WATCH_INTERVAL`. This process itself (`own`, when it is a node) is
+    always live. No gossip of our own: Ray's actor directory is the truth of
+    who exists, a health call the truth of who serves."""
+
+    def __init__(
+        self, membership: Membership, namespace: str, handles: NodeHandles,
+        make_link: Callable[[int], Any], *, own: int | None = None,
+    ) -> None:
+        self.membership = membership
+        self.namespace = namespace
+        self.handles = handles
+        self.make_link = make_link
+        self.own = own
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def refresh(self) -> None:
+        indices = await asyncio.to_thread(node_indices, self.namespace)
+        for index in indices:
+            if index not in self.membership.links:
+                self.membership.add(index, self.make_link(index))
+        others = [i for i in self.membership.links if i != self.own]
+        answers = await asyncio.gather(*(self._healthy(i) for i in others))
+        live = {i for i, ok in zip(others, answers, strict=True) if ok}
+        if self.own is not None:
+            live.add(self.own)
+        if live:
+            self.membership.set_live(live)
+
+    async def _healthy(self, index: int) -> bool:
+        try:
+            handle = await self.handles.of(index)()
+            await asyncio.wait_for(handle.check_health.remote(), WATCH_TIMEOUT)
+        except Exception:
+            return False
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep watching: Ray may be briefly unreachable
+                log.warning("membership refresh failed: %r", exc)
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 def remote_directory(
-    namespace: str, nodes: int, *, reply_to: str | None = None, retry_deadline: float = 30.0
+    namespace: str, nodes: int, *, reply_to: str | None = None, retry_deadline: float = 30.0,
+    cluster: bool = False,
 ) -> ActorDirectory:
     """A directory whose every link is Ray: for a process that hosts no
     actors (the scheduler, a test driver, a benchmark). `reply_to` names its
-    own Ray actor when it has a `replies` method (see RayLink)."""
+    own Ray actor when it has a `replies` method (see RayLink). With
+    `cluster`, the nodes are whichever Ray names (see ClusterWatcher),
+    watched from the first call on, starting from `range(nodes)`."""
     handles = NodeHandles(namespace)
-    return ActorDirectory(
-        [RayLink(handles.of(i), reply_to=reply_to) for i in range(nodes)],
-        retry_deadline=retry_deadline,
-    )
+
+    def make_link(index: int) -> RayLink:
+        return RayLink(handles.of(index), reply_to=reply_to)
+
+    membership = Membership({i: make_link(i) for i in range(nodes)}, dynamic=cluster)
+    directory = ActorDirectory(membership, retry_deadline=retry_deadline)
+    if cluster:
+        watcher = ClusterWatcher(membership, namespace, handles, make_link)
+        plain_call = directory.call
+
+        async def call(kind: str, actor_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+            watcher.start()
+            return await plain_call(kind, actor_id, method, *args, **kwargs)
+
+        directory.call = call  # type: ignore[method-assign]
+    return directory

@@ -59,3 +59,8 @@ class SocketPort(Protocol):
 class NodeDown(Exception):
     """A node could not be reached (dead, restarting, not yet registered).
     The directory retries calls that fail with it, within a deadline."""
+
+
+class Moved(NodeDown):
+    """The node reached does not own the entity (any more): the caller
+    re-routes. Not a sign that the node is down."""

@@ -10,6 +10,7 @@ the choice identical in every process of the cluster.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 
 def _weight(prefix: hashlib.blake2b, host: int) -> int:
@@ -18,12 +19,16 @@ def _weight(prefix: hashlib.blake2b, host: int) -> int:
     return int.from_bytes(digest.digest(), "big")
 
 
-def pick_host(kind: str, actor_id: str, host_count: int) -> int:
-    """The index in `range(host_count)` of the host that owns `kind/actor_id`."""
-    if host_count < 1:
-        raise ValueError(f"host_count must be at least 1, got {host_count}")
-    if host_count == 1:
-        return 0
+def pick_host(kind: str, actor_id: str, hosts: int | Iterable[int]) -> int:
+    """The host that owns `kind/actor_id`: an index in `range(hosts)`, or
+    one of the live host indices `hosts`. A host's weight depends only on
+    its own index, so removing a host moves only the entities it owned, and
+    adding one moves only the entities it now wins."""
+    candidates = range(hosts) if isinstance(hosts, int) else sorted(set(hosts))
+    if len(candidates) < 1:
+        raise ValueError("no host to pick from")
+    if len(candidates) == 1:
+        return candidates[0]
     # The unit separator keeps ("ab", "c") and ("a", "bc") apart.
     prefix = hashlib.blake2b(f"{kind}\x1f{actor_id}\x1f".encode(), digest_size=8)
-    return max(range(host_count), key=lambda host: _weight(prefix, host))
+    return max(candidates, key=lambda host: _weight(prefix, host))

@@ -61,6 +61,20 @@ ACTOR_PASSIVATIONS = Counter(
 ACTOR_RETRIES = Counter(
     "unimatch_actor_call_retries_total", "Calls retried because a node was unavailable"
 )
+# A cluster's membership (unimatch.actors.directory.Membership).
+CLUSTER_NODES_LIVE = Gauge(
+    "unimatch_cluster_nodes_live", "Nodes this process routes to", multiprocess_mode="max"
+)
+CLUSTER_MEMBERSHIP_CHANGES = Counter(
+    "unimatch_cluster_membership_changes_total", "Changes of the live node set seen"
+)
+# A message row refused by the (match_id, seq) unique index: two activations
+# of one match wrote at once. The design keeps this at zero; the database is
+# the last line, and the send is retried after reloading last_seq.
+SINGLE_WRITER_CONFLICTS = Counter(
+    "unimatch_single_writer_conflicts_total",
+    "Writes refused because another activation of the entity wrote first",
+)
 ACTOR_OVERLOADED = Counter(
     "unimatch_actor_calls_refused_total",
     "Calls refused with `overloaded` because the actor's mailbox was full",

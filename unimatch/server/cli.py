@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 from unimatch.domain.config import Config
 from unimatch.domain.logs import configure_logging
@@ -51,7 +52,23 @@ def _metrics_dir(config: Config) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
+def _cluster_secret_missing() -> bool:
+    """A cluster's nodes must sign and check tokens with one key: refuse to
+    start one with a per-machine generated key."""
+    ray_address = os.environ.get("RAY_ADDRESS")
+    if ray_address and not os.environ.get("JWT_SECRET"):
+        print(
+            f"unimatch: RAY_ADDRESS is set ({ray_address}): every node of a cluster needs "
+            "the same JWT_SECRET; set it (at least 32 bytes) in this machine's environment",
+            file=sys.stderr, flush=True,
+        )
+        return True
+    return False
+
+
 def serve(args: argparse.Namespace) -> int:
+    if _cluster_secret_missing():
+        return 2
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Workers' stdout reaches ours line for line, unprefixed and undeduplicated,
     # so each JSON log line stays one (see unimatch.domain.logs). Ray reads
@@ -100,6 +117,46 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def node(args: argparse.Namespace) -> int:
+    """Serve on this machine too, in a running cluster: one more node on the
+    local Ray node, found by the others through their membership; SIGTERM
+    drains it and leaves the others serving."""
+    if not os.environ.get("RAY_ADDRESS"):
+        print("unimatch node: set RAY_ADDRESS to the cluster's head", file=sys.stderr)
+        return 2
+    if _cluster_secret_missing():
+        return 2
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    config = Config.from_env()
+    configure_logging(config, process="cli")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    from unimatch.server.node import start_local_node, stop_nodes
+    from unimatch.server.platform import init_ray
+
+    init_ray(config)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    import ray
+
+    try:
+        index, handle = start_local_node(config, args.port)
+        where: Any = ray.get(handle.url.remote())
+        url = where["url"]
+        log.info("node-%d listening on %s", index, url, extra={"url": url})
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            stop_nodes([handle])
+    finally:
+        ray.shutdown()
+    log.info("node stopped")
+    return 0
+
+
 def migrate(args: argparse.Namespace) -> int:
     from unimatch.storage.migrations import apply_migrations
 
@@ -119,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8080)
     serve_parser.set_defaults(run=serve)
+    node_parser = sub.add_parser(
+        "node", help="serve on this machine too, in a running cluster (RAY_ADDRESS)")
+    node_parser.add_argument("--port", type=int, default=8080)
+    node_parser.set_defaults(run=node)
     migrate_parser = sub.add_parser("migrate", help="apply pending schema migrations")
     migrate_parser.set_defaults(run=migrate)
     args = parser.parse_args(argv)

@@ -31,9 +31,9 @@ from ray.actor import ActorHandle
 
 from unimatch.actors.base import Services
 from unimatch.actors.chat import MessageCommitter
-from unimatch.actors.directory import ActorDirectory
-from unimatch.actors.host import ActorHost
+from unimatch.actors.directory import ActorDirectory, Membership
 from unimatch.actors.links import (
+    ClusterWatcher,
     LateAnswers,
     LocalLink,
     NodeHandles,
@@ -47,6 +47,7 @@ from unimatch.domain.logs import configure_logging
 from unimatch.domain.process_metrics import ProcessMetrics, start_process_metrics
 from unimatch.http.app import create_app
 from unimatch.http.middleware import AccessLogger
+from unimatch.server.ownership import OwnedHost
 from unimatch.server.runtime import tune_gc
 from unimatch.server.sockets import LocalSockets, RaySockets, SocketLink, SocketRouter
 from unimatch.storage.cache import Cache, connect_redis
@@ -68,14 +69,23 @@ class Node:
     (nobody calls `ready` then, so start-up starts itself)."""
 
     def __init__(
-        self, config: Config, index: int, host: str, port: int, *, name: str | None = None
+        self, config: Config, index: int, host: str | None, port: int, *,
+        name: str | None = None,
     ) -> None:
         self.config = config
         self.index = index
         # The Ray actor name other processes send late answers to.
         self.name = name or node_name(index)
-        self.host_address, self.port = host, port
-        self.actors = ActorHost(config)
+        # In a cluster (host None) a node listens on its own machine: the
+        # address Ray knows it by, or UNIMATCH_NODE_HOST / UNIMATCH_NODE_PORT
+        # from that machine's `ray start` environment (workers inherit it).
+        self.host_address = host or os.environ.get("UNIMATCH_NODE_HOST") or (
+            ray.util.get_node_ip_address())
+        self.port = port if host is not None else int(os.environ.get("UNIMATCH_NODE_PORT") or port)
+        # A cluster's nodes come and go (see unimatch.server.ownership).
+        self.cluster = config.ray_address is not None
+        self.actors = OwnedHost(config, index)
+        self._watcher: ClusterWatcher | None = None
         self.hub = SocketHub(index, config)
         self._handles = NodeHandles(config.namespace)
         self._late: dict[str, LateAnswers] = {}
@@ -95,22 +105,32 @@ class Node:
         db = self._db = await Database.for_config(config)
         self._process_metrics.watch_pool(db.pool)
         cache = self._cache = Cache(connect_redis(config.redis_url), config.redis_prefix)
-        actor_links: list[ActorLink] = []
-        socket_links: list[SocketLink] = []
-        for i in range(config.nodes):
-            if i == self.index:
-                actor_links.append(LocalLink(self.actors))
-                socket_links.append(LocalSockets(self.hub))
-            else:
-                actor_links.append(RayLink(self._handles.of(i), reply_to=self.name))
-                socket_links.append(RaySockets(self._handles.of(i)))
-        self.directory = ActorDirectory(actor_links)
+        actor_links: dict[int, ActorLink] = {self.index: LocalLink(self.actors)}
+        socket_links: dict[int, SocketLink] = {self.index: LocalSockets(self.hub)}
+
+        def make_link(i: int) -> ActorLink:
+            socket_links.setdefault(i, RaySockets(self._handles.of(i)))
+            return RayLink(self._handles.of(i), reply_to=self.name)
+
+        # One machine: nodes 0..N-1, fixed. A cluster: whichever Ray names.
+        for i in ([] if self.cluster else range(config.nodes)):
+            if i != self.index:
+                actor_links[i] = make_link(i)
+        membership = Membership(actor_links, dynamic=self.cluster)
+        self.directory = ActorDirectory(membership)
+        self.actors.bind(membership, self._handoff if self.cluster else None)
+        if self.cluster:
+            self._watcher = ClusterWatcher(
+                membership, config.namespace, self._handles, make_link, own=self.index)
+            # Learn the others before owning anything.
+            await self._watcher.refresh()
+            self._watcher.start()
         self.actors.start(Services(
             config=config,
             db=db,
             cache=cache,
             actors=self.directory,
-            sockets=SocketRouter(socket_links),
+            sockets=SocketRouter(socket_links, lambda: membership.live),
             committer=MessageCommitter(db, cache),
             node_index=self.index,
         ))
@@ -124,7 +144,8 @@ class Node:
         )
         await self.runner.setup()
         site = web.TCPSite(
-            self.runner, self.host_address, self.port, reuse_port=config.nodes > 1, backlog=2048
+            self.runner, self.host_address, self.port,
+            reuse_port=config.nodes > 1 or self.cluster, backlog=2048
         )
         await site.start()
         log.info("%s listening on %s:%s (pid %d)", self.name, self.host_address, self.port,
@@ -153,6 +174,8 @@ class Node:
     async def drain(self) -> None:
         """HTTP first, then passivate the actors, then close the clients."""
         await self.drain_http()
+        if self._watcher is not None:
+            await self._watcher.aclose()
         await self.actors.drain()
         if self.directory is not None:
             await self.directory.aclose()
@@ -166,10 +189,31 @@ class Node:
     # -- from other nodes: calls, late answers, pushes -----------------------
 
     async def call_batch(self, items: list[tuple[int, Any]], reply_to: str | None) -> list[Any]:
-        """Calls from another process, in its order (see actors.links)."""
+        """Calls from another process, in its order (see actors.links); a
+        call for an entity this node does not own is answered `Moved`."""
         await self._started
         late = self._late_answers(reply_to) if reply_to is not None else None
         return await answer_batch(self.actors, items, patience=BATCH_PATIENCE, late=late)
+
+    async def _handoff(self, previous: int, kind: str, actor_id: str) -> None:
+        """Ask node `previous` to give up `kind/actor_id` before this node
+        activates it (see unimatch.server.ownership)."""
+        handle = await self._handles.of(previous)()
+        await handle.release.remote(self.index, kind, actor_id)
+
+    async def release(self, by: int, kind: str, actor_id: str) -> None:
+        """Node `by` takes `kind/actor_id` over: passivate it here; `by`
+        answered, so it is live."""
+        await self._started
+        if self.directory is not None:
+            self.directory.membership.mark_up(by)
+        await self.actors.release(kind, actor_id)
+
+    async def url(self) -> dict[str, Any]:
+        """Where this node serves, for service discovery."""
+        await self._started
+        return {"node": self.index, "name": self.name,
+                "url": f"http://{self.host_address}:{self.port}"}
 
     def _late_answers(self, reply_to: str) -> LateAnswers:
         late = self._late.get(reply_to)
@@ -205,7 +249,9 @@ class Node:
 
     async def stats(self) -> dict[str, Any]:
         await self._started
-        return {"node": self.index, "sockets": len(self.hub.connections), **self.actors.stats()}
+        live = sorted(self.directory.membership.live) if self.directory is not None else []
+        return {"node": self.index, "sockets": len(self.hub.connections), "live": live,
+                **self.actors.stats()}
 
 
 def actor_env() -> dict[str, str]:
@@ -252,6 +298,66 @@ def start_nodes(config: Config, host: str, port: int) -> list[ActorHandle]:
             ray.kill(handle, no_restart=True)
         raise
     return handles
+
+
+# The custom resource a Ray node offers to serve: one node actor per unit.
+NODE_RESOURCE = "unimatch_node"
+
+
+def serving_ray_nodes() -> list[dict[str, Any]]:
+    """The live Ray nodes that offer `NODE_RESOURCE` (blocking)."""
+    return [n for n in ray.nodes()
+            if n.get("Alive") and n.get("Resources", {}).get(NODE_RESOURCE, 0) >= 1]
+
+
+def start_cluster_nodes(config: Config, port: int) -> list[ActorHandle]:
+    """One node per Ray node that offers `NODE_RESOURCE`: each takes one
+    unit, so Ray puts exactly one on each such machine (never two, never by
+    chance). Each listens on its own machine's address (see `Node`). A node
+    whose machine dies is restarted by Ray when a machine with a free unit
+    joins (the same one back, or another)."""
+    count = len(serving_ray_nodes())
+    if count == 0:
+        raise RuntimeError(
+            f"no Ray node of the cluster offers the {NODE_RESOURCE!r} resource: start the "
+            f"machines that serve with ray start --resources '{{\"{NODE_RESOURCE}\": 1}}'")
+    remote_cls: Any = ray.remote(Node)
+    handles = [
+        remote_cls.options(
+            **server_actor_options(config, node_name(i)), resources={NODE_RESOURCE: 1}
+        ).remote(config, i, None, port)
+        for i in range(count)
+    ]
+    try:
+        ray.get([h.ready.remote() for h in handles])
+    except BaseException:
+        for handle in handles:
+            ray.kill(handle, no_restart=True)
+        raise
+    return handles
+
+
+def start_local_node(config: Config, port: int) -> tuple[int, ActorHandle]:
+    """One more node on this machine's Ray node, for a running cluster
+    (`unimatch node`): the next free index, pinned to the local Ray node,
+    owned by the caller. The others find it through their membership."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from unimatch.actors.links import node_indices
+
+    index = max(node_indices(config.namespace), default=-1) + 1
+    local = ray.get_runtime_context().get_node_id()
+    remote_cls: Any = ray.remote(Node)
+    handle = remote_cls.options(
+        **{**server_actor_options(config, node_name(index)), "max_restarts": 0},
+        scheduling_strategy=NodeAffinitySchedulingStrategy(local, soft=False),
+    ).remote(config, index, None, port)
+    try:
+        ray.get(handle.ready.remote())
+    except BaseException:
+        ray.kill(handle, no_restart=True)
+        raise
+    return index, handle
 
 
 def drain_http(handles: list[ActorHandle], *, timeout: float = SHUTDOWN_TIMEOUT + 5) -> None:

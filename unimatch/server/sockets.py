@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from unimatch.actors.batching import TickBatcher
@@ -89,18 +89,29 @@ class RaySockets:
 
 
 class SocketRouter:
-    """`SocketPort` over one link per node."""
+    """`SocketPort` over one link per node. `live` (a cluster's membership)
+    says which nodes may hold sockets: a node out of it is not asked, and a
+    push to it reaches nobody at once (its sockets closed with it)."""
 
-    def __init__(self, links: Sequence[SocketLink]) -> None:
-        self._links = list(links)
+    def __init__(
+        self, links: Sequence[SocketLink] | Mapping[int, SocketLink],
+        live: Callable[[], Collection[int]] | None = None,
+    ) -> None:
+        self.links: dict[int, SocketLink] = (
+            dict(links) if isinstance(links, Mapping) else dict(enumerate(links)))
+        self._live = live
+
+    def _is_live(self, node: int) -> bool:
+        return node in self.links and (self._live is None or node in self._live())
 
     async def push(self, node: int, deliveries: list[Delivery]) -> list[bool]:
         if not deliveries:
             return []
-        if not 0 <= node < len(self._links):
+        if not self._is_live(node):
             return [False] * len(deliveries)  # a node that is gone
-        return await self._links[node].push(deliveries)
+        return await self.links[node].push(deliveries)
 
     async def sockets_of(self, user_id: str) -> list[tuple[int, str]]:
-        found = await asyncio.gather(*(link.sockets_of(user_id) for link in self._links))
-        return [(node, conn) for node, conns in enumerate(found) for conn in conns]
+        nodes = [node for node in self.links if self._is_live(node)]
+        found = await asyncio.gather(*(self.links[node].sockets_of(user_id) for node in nodes))
+        return [(node, conn) for node, conns in zip(nodes, found, strict=True) for conn in conns]
