@@ -113,7 +113,10 @@ class SchedulerActor:
         services: dict[type, object] = {
             Mailer: Mailer(self.config),
             # Jobs that reach users' actors (closing a suspended user's sockets).
-            ActorDirectory: remote_directory(self.config.namespace, self.config.nodes),
+            ActorDirectory: remote_directory(
+                self.config.namespace, self.config.nodes,
+                cluster=self.config.ray_address is not None,
+            ),
         }
         if self.config.redis_url:
             self.cache = Cache(connect_redis(self.config.redis_url), self.config.redis_prefix)
