@@ -66,9 +66,12 @@ async def _read_url(stream: asyncio.StreamReader) -> str:
         if b"listening on" not in line:
             continue
         if line.lstrip().startswith(b"{"):
-            return str(json.loads(line)["url"])
+            event = json.loads(line)
+            if "url" in event:  # the CLI's line, not a node's
+                return str(event["url"])
+            continue
         found = _URL.search(line.decode())
-        if found:
+        if found and "UniMatch listening" in line.decode():
             return found.group(0)
 
 

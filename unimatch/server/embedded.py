@@ -86,7 +86,12 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--logfile", str(data / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # Its own log file: it never holds the launcher's stdout or stderr open
+        # (a reader of serve's output would wait on it after serve is gone).
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while not socket.exists():
             if self.process.poll() is not None:
