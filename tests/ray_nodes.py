@@ -162,6 +162,11 @@ def ray_env(*, joining: bool, token_file: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAY_", "PROMETHEUS_MULTIPROC_DIR"))}
     env["RAY_worker_niceness"] = "0"
+    # The joining launcher is `python -m tests.ray_join`: the repository root
+    # must be importable whatever the working folder (a fresh clone's venv
+    # installs only the package).
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.update(auth_env(token_file))
     if not joining:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

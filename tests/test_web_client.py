@@ -94,7 +94,12 @@ async def served(
         RAY_NAMESPACE=f"unimatch-web-{RUN_ID}",
         WEB_ROOT=str(web_build),
         NODES="1",
-        SCHEDULER_WORKERS="1",
+        # The run's database is large by now: the daily dump that starts with
+        # the scheduler must not hold the only worker while a code is mailed.
+        SCHEDULER_WORKERS="4",
+        # A browser gone offline leaves its socket half-open: the server finds
+        # out by the heartbeat, so a short one keeps presence prompt.
+        WS_HEARTBEAT_SECONDS="4",
         LOG_FORMAT="text",
     )
     port = free_port()

@@ -65,9 +65,9 @@ TOUCH_EVERY = 60.0
 CLOSE_TRY_AGAIN = 1013
 # Frames a socket may send: a burst, then a steady rate (an app sends a few a
 # second: messages, receipts, typing). Past it the socket is closed 4008.
-FRAMES_BURST, FRAMES_PER_SECOND = 1000, 200
+FRAMES_BURST, FRAMES_PER_SECOND = 200, 100
 # A socket's reader yields to the event loop after this many frames.
-YIELD_EVERY = 32
+YIELD_EVERY = 8
 # The `retry_after` of an `overloaded` error frame, in seconds.
 OVERLOAD_RETRY = 1.0
 # Sends one socket may have queued or at an actor; past it, `overloaded`.
