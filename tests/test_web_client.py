@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import RUN_ID
+from tests.conftest import RUN_ID, create_database, drop_database
 from tests.test_serve import START_TIMEOUT, STOP_TIMEOUT, _processes_of, _read_url
 from unimatch.server.platform import free_port
 
@@ -77,11 +78,25 @@ def web_build() -> Path:
 
 @pytest.fixture
 async def served(
+    web_build: Path, pg_admin_dsn: str, services: tuple[str, str], redis_prefix: str,
+    tmp_path: Path,
+) -> AsyncIterator[tuple[str, Path]]:
+    """(base URL, outbox folder) of a `unimatch serve` on a database of its
+    own (its scheduler must not work through the jobs other suites left in
+    the run's database before it mails a code) and this run's Redis, its
+    mails written to the outbox; stopped with nothing left behind."""
+    database = f"unimatch_web_{RUN_ID}_{secrets.token_hex(3)}"
+    pg_dsn = await create_database(pg_admin_dsn, database)
+    try:
+        async for served_at in _serve(web_build, pg_dsn, services, redis_prefix, tmp_path):
+            yield served_at
+    finally:
+        await drop_database(pg_admin_dsn, database)
+
+
+async def _serve(
     web_build: Path, pg_dsn: str, services: tuple[str, str], redis_prefix: str, tmp_path: Path
 ) -> AsyncIterator[tuple[str, Path]]:
-    """(base URL, outbox folder) of a `unimatch serve` on this run's
-    database and Redis, its mails written to the outbox; stopped with
-    nothing left behind."""
     data_dir = (tmp_path / "data").resolve()
     env = {k: v for k, v in os.environ.items()
            if k not in {"RAY_ADDRESS", "SMTP_HOST", "PROMETHEUS_MULTIPROC_DIR"}}
