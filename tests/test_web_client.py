@@ -99,7 +99,7 @@ async def _serve(
 ) -> AsyncIterator[tuple[str, Path]]:
     data_dir = (tmp_path / "data").resolve()
     env = {k: v for k, v in os.environ.items()
-           if k not in {"RAY_ADDRESS", "SMTP_HOST", "PROMETHEUS_MULTIPROC_DIR"}}
+           if k not in {"RAY_ADDRESS", "SMTP_HOST", "PROMETHEUS_MULTIPROC_DIR", "WEB_ROOT"}}
     env.update(
         UNIMATCH_DATA_DIR=str(data_dir),
         DATABASE_URL=pg_dsn,
@@ -107,7 +107,7 @@ async def _serve(
         REDIS_PREFIX=f"{redis_prefix}web:",
         JWT_SECRET=f"web-test-{RUN_ID}-" + "k" * 32,
         RAY_NAMESPACE=f"unimatch-web-{RUN_ID}",
-        WEB_ROOT=str(web_build),
+        # No WEB_ROOT: the default, the checkout's web/out, is what serve finds.
         NODES="1",
         # The run's database is large by now: the daily dump that starts with
         # the scheduler must not hold the only worker while a code is mailed.

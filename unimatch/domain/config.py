@@ -16,7 +16,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 # The static export of the web client, beside the package in a checkout.
-_DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "out"
+_DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web" / "out"
 
 
 def _bool(value: str) -> bool:
