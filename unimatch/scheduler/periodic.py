@@ -15,7 +15,6 @@ A schedule whose kind has no registered handler is skipped (logged once):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from uuid import UUID
 import orjson
 
 from unimatch.scheduler.handlers import HANDLERS, Handler, JobContext, register
+from unimatch.scheduler.repeating import Repeating
 from unimatch.storage.jobs import enqueue_once
 from unimatch.storage.pg import Database
 
@@ -116,7 +116,7 @@ class PeriodicEnqueuer:
         self.tick = tick
         self._done: dict[str, datetime] = {}  # kind -> last period handled
         self._skipped: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._repeating: Repeating | None = None
 
     async def enqueue_due(self, now: datetime | None = None) -> list[UUID]:
         """One pass: enqueue what the current periods lack. Returns new ids."""
@@ -146,25 +146,13 @@ class PeriodicEnqueuer:
         return created
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="periodic-enqueuer")
+        self._repeating = Repeating("periodic-enqueuer", self.tick, self.enqueue_due)
+        self._repeating.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.enqueue_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # The database may be away; the next tick tries again.
-                log.warning("periodic enqueue failed: %r", exc)
-            await asyncio.sleep(self.tick)
+        if self._repeating is not None:
+            await self._repeating.stop()
+            self._repeating = None
 
 
 # -- handlers --------------------------------------------------------------

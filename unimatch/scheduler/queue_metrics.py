@@ -9,8 +9,6 @@ newer release) keeps being reported, at 0 once its jobs are gone.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -22,6 +20,7 @@ from unimatch.domain.metrics import (
     JOB_QUEUE_SAMPLED,
     JOBS_DEAD_LAST_HOUR,
 )
+from unimatch.scheduler.repeating import Repeating
 from unimatch.storage.pg import Database
 
 log = logging.getLogger("unimatch.queue_metrics")
@@ -82,7 +81,7 @@ class QueueGauges:
         self.known_kinds = known_kinds
         self.interval = interval
         self._reported: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._repeating: Repeating | None = None
 
     async def refresh(self) -> dict[str, KindState]:
         """One read of the queue into the gauges; returns what it set."""
@@ -99,22 +98,11 @@ class QueueGauges:
         return states
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="queue-gauges")
+        # The database may be away: the sampled timestamp then goes stale.
+        self._repeating = Repeating("queue-gauges", self.interval, self.refresh)
+        self._repeating.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # The database may be away: the sampled timestamp goes stale.
-                log.warning("job queue gauges not refreshed: %r", exc)
-            await asyncio.sleep(self.interval)
+        if self._repeating is not None:
+            await self._repeating.stop()
+            self._repeating = None
