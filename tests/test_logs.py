@@ -175,6 +175,9 @@ async def test_every_process_logs_json_lines_to_serve_stdout(
 
     ws = json.loads(ws_line)
     assert ws["status"] == 101 and ws["route"] == "/ws"
+    # Ray forwards each worker's lines on its own schedule: wait for the
+    # scheduler's first one rather than take the lines so far.
+    await serve.line_with(b'"process":"scheduler"')
     processes = {json.loads(line)["process"] for line in serve.lines}
     assert {"cli", "node-0", "scheduler"} <= processes, processes
 
