@@ -2,6 +2,15 @@
 
 `Config` is a frozen dataclass so it can be pickled into every Ray actor
 unchanged: each process builds its own clients from the same values.
+
+Uploaded photos live in one media store, chosen by `MEDIA_STORE`:
+`local` (the default) keeps them in `MEDIA_ROOT` on this machine, fit for one
+machine only; `s3` keeps them in a bucket of an S3-compatible object store
+(MinIO, Ceph RGW, AWS S3) that every machine of a cluster shares, given by
+`S3_ENDPOINT_URL` (unset: AWS for `S3_REGION`), `S3_BUCKET`,
+`S3_ACCESS_KEY_ID`, `S3_SECRET_ACCESS_KEY` and `S3_REGION` (default
+`us-east-1`). With `s3` and any of the bucket or keys missing, the
+configuration is refused (`check_media_store`).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -124,6 +134,13 @@ class Config:
     mail_from: str = "UniMatch <no-reply@unimatch.local>"
 
     media_root: Path = Path(".unimatch/media")
+    # "local" (media_root) or "s3" (the bucket below); see the module docstring.
+    media_store: str = "local"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_region: str = "us-east-1"
     web_root: Path = _DEFAULT_WEB_ROOT
     public_url: str = ""
 
@@ -242,6 +259,7 @@ class Config:
             smtp_tls=smtp_tls,
             mail_from=merged.get("MAIL_FROM", cls.mail_from),
             media_root=Path(merged.get("MEDIA_ROOT") or data_dir / "media"),
+            **_media_store_settings(merged),
             web_root=Path(merged.get("WEB_ROOT") or _DEFAULT_WEB_ROOT),
             public_url=merged.get("PUBLIC_URL", ""),
             limit_register_per_hour=_int(merged, "LIMIT_REGISTER_PER_HOUR", 100),
@@ -286,3 +304,38 @@ class Config:
 
     def with_(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+MEDIA_STORES = ("local", "s3")
+
+
+def _media_store_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """MEDIA_STORE and the S3_* settings, checked (see `check_media_store`)."""
+    settings: dict[str, Any] = {
+        "media_store": (env.get("MEDIA_STORE") or "local").strip().lower(),
+        "s3_endpoint_url": env.get("S3_ENDPOINT_URL") or None,
+        "s3_bucket": env.get("S3_BUCKET") or None,
+        "s3_access_key_id": env.get("S3_ACCESS_KEY_ID") or None,
+        "s3_secret_access_key": env.get("S3_SECRET_ACCESS_KEY") or None,
+        "s3_region": env.get("S3_REGION") or "us-east-1",
+    }
+    check_media_store(Config(**settings))
+    return settings
+
+
+def check_media_store(config: Config) -> None:
+    """Refuse a media store that cannot work: an unknown MEDIA_STORE, or
+    `s3` without its bucket and keys."""
+    if config.media_store not in MEDIA_STORES:
+        raise ValueError(f"MEDIA_STORE must be local or s3, got {config.media_store!r}")
+    if config.media_store != "s3":
+        return
+    missing = [name for name, value in (
+        ("S3_BUCKET", config.s3_bucket),
+        ("S3_ACCESS_KEY_ID", config.s3_access_key_id),
+        ("S3_SECRET_ACCESS_KEY", config.s3_secret_access_key),
+    ) if not value]
+    if missing:
+        raise ValueError(f"MEDIA_STORE=s3 needs {', '.join(missing)}: set "
+                         f"{'it' if len(missing) == 1 else 'them'} (and S3_ENDPOINT_URL for a "
+                         "store other than AWS), or MEDIA_STORE=local for one machine")

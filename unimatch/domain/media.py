@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -41,6 +39,8 @@ MAX_SIDE = 2048
 JPEG_QUALITY = 85
 OUTPUT_CONTENT_TYPE = "image/jpeg"
 OUTPUT_SUFFIX = ".jpg"
+# What a stored name's suffix is served as.
+CONTENT_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 # Names we generate: 32 hex digits and a known suffix. Anything else under
 # /media is not ours to serve.
@@ -135,23 +135,9 @@ def process_photo(data: bytes) -> CleanPhoto:
     return CleanPhoto(out.getvalue(), clean.width, clean.height)
 
 
+def content_type_of(name: str) -> str:
+    return CONTENT_TYPES.get(name[name.rfind("."):], "application/octet-stream")
+
+
 def new_media_name(suffix: str = OUTPUT_SUFFIX) -> str:
     return secrets.token_hex(16) + suffix
-
-
-def store_file(media_root: Path, name: str, data: bytes) -> Path:
-    """Write atomically (aside, then renamed): a reader never sees half a file."""
-    media_root.mkdir(parents=True, exist_ok=True)
-    path = media_root / name
-    partial = media_root / f".{name}.partial"
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-    return path
-
-
-def remove_file(media_root: Path, name: str) -> None:
-    if MEDIA_NAME.match(name):
-        (media_root / name).unlink(missing_ok=True)

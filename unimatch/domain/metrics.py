@@ -147,6 +147,18 @@ MODERATION_ACTIONS = Counter(
     ["action"],
 )
 
+# The media store (uploaded photos): `store` is local or s3, `op` put, get,
+# exists or delete; `outcome` ok, missing (no such file) or error.
+MEDIA_STORE_OPS = Counter(
+    "unimatch_media_store_ops_total", "Media store operations", ["store", "op", "outcome"]
+)
+MEDIA_STORE_LATENCY = Histogram(
+    "unimatch_media_store_seconds",
+    "Media store operation latency (for get: until the first byte is ready)",
+    ["store", "op"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 # Security limits.
 WORK_REFUSED = Counter(
     "unimatch_work_refused_total",

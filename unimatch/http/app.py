@@ -19,6 +19,7 @@ from unimatch.http.keys import (
     DB,
     DIRECTORY,
     LIMITER,
+    MEDIA,
     NODE_INDEX,
     PASSWORDS,
     PHOTO_DECODER,
@@ -27,8 +28,11 @@ from unimatch.http.middleware import setup_middlewares
 from unimatch.http.routes import setup_routes
 from unimatch.http.static import setup_web_client
 from unimatch.storage.cache import Cache, connect_redis
+from unimatch.storage.local_media import LocalMediaStore
+from unimatch.storage.media_store import MediaStore
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
+from unimatch.storage.s3_media import S3MediaStore
 from unimatch.ws.hub import HUB, SocketHub
 
 log = logging.getLogger("unimatch.http")
@@ -55,6 +59,19 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.close()
 
 
+async def open_media_store(config: Config) -> MediaStore:
+    """The one media store this process uses, from `MEDIA_STORE`."""
+    if config.media_store == "s3":
+        return await S3MediaStore.connect(config)
+    return LocalMediaStore(config.media_root)
+
+
+async def media_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[MEDIA] = await open_media_store(app[CONFIG])
+    yield
+    await app[MEDIA].close()
+
+
 async def work_pools_ctx(app: web.Application) -> AsyncIterator[None]:
     """The bounded CPU pools of this process: argon2 and photo decoding."""
     config = app[CONFIG]
@@ -75,6 +92,7 @@ def create_app(
     node_index: int = 0,
     db: Database | None = None,
     cache: Cache | None = None,
+    media: MediaStore | None = None,
     extra_contexts: tuple[Any, ...] = (),
 ) -> web.Application:
     """The whole HTTP + WebSocket surface. `directory` is the actor system's
@@ -82,7 +100,8 @@ def create_app(
     node pushes to it); `node_index` is the node the app serves in, so actors
     know where a socket lives. A node passes the `db` and `cache` its actors
     use, so a process holds one pool of each; without them the app opens
-    (and closes) its own."""
+    (and closes) its own. Likewise the `media` store: without one, the app
+    opens the one `MEDIA_STORE` names."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
     app[DIRECTORY] = directory
@@ -97,6 +116,10 @@ def create_app(
     else:
         app[CACHE] = cache
         app[LIMITER] = RateLimiter(cache)
+    if media is None:
+        app.cleanup_ctx.append(media_ctx)
+    else:
+        app[MEDIA] = media
     app.cleanup_ctx.append(work_pools_ctx)
     app.cleanup_ctx.extend(extra_contexts)
     setup_routes(app)

@@ -10,6 +10,7 @@ from unimatch.domain.errors import Unavailable
 from unimatch.domain.passwords import PasswordWork
 from unimatch.domain.workpool import BoundedPool
 from unimatch.storage.cache import Cache
+from unimatch.storage.media_store import MediaStore
 from unimatch.storage.pg import Database
 from unimatch.storage.ratelimit import RateLimiter
 
@@ -17,6 +18,8 @@ CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", Database)
 CACHE = web.AppKey("cache", Cache)
 LIMITER = web.AppKey("limiter", RateLimiter)
+# Where uploaded photos live (local folder or S3 bucket, chosen at wiring).
+MEDIA: web.AppKey[MediaStore] = web.AppKey("media")
 # Bounded pools for argon2 and for photo decoding (503 past them).
 PASSWORDS = web.AppKey("passwords", PasswordWork)
 PHOTO_DECODER = web.AppKey("photo_decoder", BoundedPool)

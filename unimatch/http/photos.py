@@ -7,18 +7,28 @@ decoding pool (see `unimatch.domain.media`), so the event loop never waits on
 Pillow and at most `PHOTO_DECODE_WORKERS` images are in memory at once
 (past `PHOTO_DECODE_QUEUE` waiting, 503 with Retry-After). Each user may
 start `LIMIT_PHOTO_UPLOADS_PER_HOUR` uploads an hour (429 past it).
+
+Files go to, and come from, the app's media store (`storage/media_store.py`:
+a folder of this machine or an S3 bucket, chosen at wiring); a photo is
+streamed through the node with the same headers whichever it is.
 """
 
 from __future__ import annotations
 
-import asyncio
+from contextlib import suppress
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from unimatch.domain import media
-from unimatch.domain.errors import NotFound, PayloadTooLarge, UnsupportedMedia, ValidationFailed
-from unimatch.http.keys import CACHE, CONFIG, DB, LIMITER, PHOTO_DECODER
+from unimatch.domain.errors import (
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMedia,
+    ValidationFailed,
+)
+from unimatch.http.keys import CACHE, CONFIG, DB, LIMITER, MEDIA, PHOTO_DECODER
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
 from unimatch.http.profile import forget_profile
 from unimatch.http.validation import json_response, path_uuid
@@ -85,7 +95,8 @@ async def upload_photo(request: web.Request) -> web.Response:
     data = await _read_photo(request, config.max_photo_bytes)
     clean = await request.app[PHOTO_DECODER].run(media.process_photo, data)
     name = media.new_media_name(clean.suffix)
-    await asyncio.to_thread(media.store_file, config.media_root, name, clean.data)
+    store = request.app[MEDIA]
+    await store.put(name, clean.data, clean.content_type)
     try:
         photo_id = await profiles.add_photo(
             db,
@@ -98,7 +109,9 @@ async def upload_photo(request: web.Request) -> web.Response:
             max_photos=config.max_photos,
         )
     except BaseException:
-        await asyncio.to_thread(media.remove_file, config.media_root, name)
+        # An orphan file costs less than hiding why the upload failed.
+        with suppress(Unavailable):
+            await store.delete(name)
         raise
     await forget_profile(request.app[CACHE], user_id)
     return json_response(
@@ -111,13 +124,15 @@ async def upload_photo(request: web.Request) -> web.Response:
 @routes.delete("/me/photos/{photo_id}")
 @requires(IsAuthenticated)
 async def delete_photo(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
     user_id = principal_of(request).user_id
     photo_id = path_uuid(request, "photo_id")
     name = await profiles.delete_photo(request.app[DB], user_id, photo_id)
     if name is None:
         raise NotFound("no such photo")
-    await asyncio.to_thread(media.remove_file, config.media_root, name)
+    # The photo is gone from the profile; a file the store could not remove
+    # now is an orphan (logged by the store), not the user's failure.
+    with suppress(Unavailable):
+        await request.app[MEDIA].delete(name)
     await forget_profile(request.app[CACHE], user_id)
     return web.Response(status=204)
 
@@ -127,7 +142,13 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if not media.MEDIA_NAME.match(name):
         raise NotFound("no such file")
-    path = request.app[CONFIG].media_root / name
-    if not await asyncio.to_thread(path.is_file):
-        raise NotFound("no such file")
-    return web.FileResponse(path, headers=MEDIA_HEADERS)
+    async with request.app[MEDIA].open(name) as found:
+        response = web.StreamResponse(headers=MEDIA_HEADERS)
+        response.content_type = found.content_type
+        response.content_length = found.size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            async for chunk in found.chunks:
+                await response.write(chunk)
+        await response.write_eof()
+        return response
