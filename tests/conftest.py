@@ -14,10 +14,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 
+from tests.ceph_s3 import CephS3
 from tests.mailsink import Inbox, SmtpServer, free_port
 from unimatch.domain.config import Config
+from unimatch.http.app import open_media_store
 from unimatch.storage.cache import Cache, connect_redis
+from unimatch.storage.media_store import MediaStore
 from unimatch.storage.migrations import apply_migrations
 from unimatch.storage.pg import Database
 
@@ -213,3 +218,61 @@ async def http(platform) -> AsyncIterator[object]:
 
     async with aiohttp.ClientSession(base_url=platform.url) as session:
         yield session
+
+
+# How long this run's Ceph took to serve S3, told in the run's summary.
+_ceph_started_in: list[float] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for seconds in _ceph_started_in:
+        terminalreporter.write_line(
+            f"S3 tests: a real Ceph RADOS gateway (mon, memstore OSD, radosgw) "
+            f"served in {seconds:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def ceph_s3() -> Iterator[CephS3]:
+    """A real S3-compatible server of this run's own (tests/ceph_s3.py),
+    started when a test first asks, stopped with all its daemons at the end."""
+    server = CephS3.start()
+    _ceph_started_in.append(server.started_in)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def s3_config(config: Config, ceph_s3: CephS3) -> Config:
+    """The run's configuration with MEDIA_STORE=s3, on a bucket of its own."""
+    s3 = config.with_(
+        media_store="s3",
+        s3_endpoint_url=ceph_s3.endpoint_url,
+        s3_bucket=f"unimatch-test-{RUN_ID.replace('_', '-')}",
+        s3_access_key_id=ceph_s3.access_key,
+        s3_secret_access_key=ceph_s3.secret_key,
+        s3_region="us-east-1",
+    )
+    async with get_session().create_client(
+        "s3", endpoint_url=s3.s3_endpoint_url, region_name=s3.s3_region,
+        aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key,
+        config=AioConfig(s3={"addressing_style": "path"}),
+    ) as client:
+        await client.create_bucket(Bucket=s3.s3_bucket)
+    return s3
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_config(request: pytest.FixtureRequest, config: Config) -> Config:
+    """The run's configuration with each media store in turn."""
+    if request.param == "local":
+        return config
+    s3: Config = request.getfixturevalue("s3_config")
+    return s3
+
+
+@pytest.fixture
+async def media_store(store_config: Config) -> AsyncIterator[MediaStore]:
+    """The media store `store_config` names, opened as the app opens it."""
+    store = await open_media_store(store_config)
+    yield store
+    await store.close()
