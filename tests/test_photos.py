@@ -6,19 +6,24 @@ from __future__ import annotations
 import io
 import re
 import secrets
-from pathlib import Path
+from contextlib import AsyncExitStack
 
 import aiohttp
 import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 from aiohttp.test_utils import TestClient
 from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
 from tests.factories import make_user
+from tests.mailsink import free_port
 from unimatch.domain.config import Config
 from unimatch.http.app import create_app
 from unimatch.storage.cache import Cache, feed_key, profile_key
+from unimatch.storage.media_store import MediaStore
 from unimatch.storage.pg import Database
+from unimatch.storage.s3_media import S3MediaStore
 
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112
@@ -26,8 +31,10 @@ URL = re.compile(r"^/media/[0-9a-f]{32}\.jpg$")
 
 
 @pytest.fixture
-async def client(aiohttp_client, config: Config) -> TestClient:
-    return await aiohttp_client(create_app(config))
+async def client(aiohttp_client, store_config: Config) -> TestClient:
+    """The app on each media store in turn (local folder, real S3), opened
+    from the configuration as a node opens it."""
+    return await aiohttp_client(create_app(store_config))
 
 
 def _jpeg_with_gps() -> bytes:
@@ -81,12 +88,18 @@ async def _error(response, status: int, code: str) -> dict:
     return body
 
 
-def _stored(config: Config, url: str) -> Path:
-    return config.media_root / url.rsplit("/", 1)[1]
+async def _stored(store: MediaStore, url: str) -> bytes:
+    """The file as the store holds it (not as the app serves it)."""
+    async with store.open(url.rsplit("/", 1)[1]) as found:
+        return b"".join([chunk async for chunk in found.chunks])
+
+
+async def _is_stored(store: MediaStore, url: str) -> bool:
+    return await store.exists(url.rsplit("/", 1)[1])
 
 
 async def test_gps_exif_is_stripped_and_orientation_applied(
-    client: TestClient, db: Database, config: Config
+    client: TestClient, db: Database, config: Config, media_store: MediaStore
 ) -> None:
     original = _jpeg_with_gps()
     with Image.open(io.BytesIO(original)) as source:
@@ -99,38 +112,44 @@ async def test_gps_exif_is_stripped_and_orientation_applied(
     assert URL.match(body["url"])
     assert body["photo_id"]
 
-    path = _stored(config, body["url"])
-    with Image.open(path) as stored:
+    raw = await _stored(media_store, body["url"])
+    with Image.open(io.BytesIO(raw)) as stored:
         assert stored.format == "JPEG"
         assert stored.size == (32, 64)  # turned upright
         assert len(stored.getexif()) == 0
         assert not stored.getexif().get_ifd(GPS_IFD)
         assert "exif" not in stored.info
         assert "icc_profile" not in stored.info
-    raw = path.read_bytes()
     assert b"Exif" not in raw and b"TestPhone" not in raw
 
     served = await client.get(body["url"])
     assert served.status == 200
     assert served.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     assert served.headers["Content-Type"] == "image/jpeg"
+    assert served.headers["X-Content-Type-Options"] == "nosniff"
+    assert served.headers["Content-Length"] == str(len(raw))
     assert await served.read() == raw
+    head = await client.head(body["url"])
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(raw))
+    assert head.headers["Content-Type"] == "image/jpeg"
+    assert await head.read() == b""
 
     me = await (await client.get("/api/v1/me", headers=user.auth)).json()
     assert body["url"] in [p["url"] for p in me["profile"]["photos"]]
 
 
 async def test_png_text_and_icc_are_stripped_and_webp_accepted(
-    client: TestClient, db: Database, config: Config
+    client: TestClient, db: Database, config: Config, media_store: MediaStore
 ) -> None:
     user = await make_user(db, config)
     response = await _upload(client, user, _png_with_metadata(), filename="p.png",
                              content_type="image/png")
     assert response.status == 201, await response.text()
     url = (await response.json())["url"]
-    raw = _stored(config, url).read_bytes()
+    raw = await _stored(media_store, url)
     assert b"Westlands" not in raw
-    with Image.open(_stored(config, url)) as stored:
+    with Image.open(io.BytesIO(raw)) as stored:
         assert stored.size == (40, 30)
         assert "icc_profile" not in stored.info
         assert "Comment" not in stored.info
@@ -198,7 +217,7 @@ async def test_at_most_6_photos(client: TestClient, db: Database, config: Config
 
 
 async def test_delete_removes_the_row_and_the_file(
-    client: TestClient, db: Database, config: Config
+    client: TestClient, db: Database, config: Config, media_store: MediaStore
 ) -> None:
     user = await make_user(db, config)
     other = await make_user(db, config)
@@ -208,11 +227,11 @@ async def test_delete_removes_the_row_and_the_file(
     # Someone else's photo is not found, and stays.
     response = await client.delete(f"/api/v1/me/photos/{theirs['photo_id']}", headers=user.auth)
     await _error(response, 404, "not_found")
-    assert _stored(config, theirs["url"]).exists()
+    assert await _is_stored(media_store, theirs["url"])
 
     response = await client.delete(f"/api/v1/me/photos/{mine['photo_id']}", headers=user.auth)
     assert response.status == 204
-    assert not _stored(config, mine["url"]).exists()
+    assert not await _is_stored(media_store, mine["url"])
     await _error(await client.get(mine["url"]), 404, "not_found")
     again = await client.delete(f"/api/v1/me/photos/{mine['photo_id']}", headers=user.auth)
     await _error(again, 404, "not_found")
@@ -248,9 +267,43 @@ async def test_bad_requests(client: TestClient, db: Database, config: Config) ->
     await _error(anonymous, 401, "unauthorized")
 
 
-async def test_media_serves_only_our_names(client: TestClient, config: Config) -> None:
-    config.media_root.mkdir(parents=True, exist_ok=True)
-    (config.media_root / "notes.txt").write_text("private")
+async def test_media_serves_only_our_names(client: TestClient, store_config: Config) -> None:
+    """A file of another name beside the photos (in the folder, in the
+    bucket) is never served."""
+    if store_config.media_store == "s3":
+        async with get_session().create_client(
+            "s3", endpoint_url=store_config.s3_endpoint_url, region_name=store_config.s3_region,
+            aws_access_key_id=store_config.s3_access_key_id,
+            aws_secret_access_key=store_config.s3_secret_access_key,
+            config=AioConfig(s3={"addressing_style": "path"}),
+        ) as raw:
+            await raw.put_object(Bucket=store_config.s3_bucket, Key="notes.txt", Body=b"private")
+    else:
+        store_config.media_root.mkdir(parents=True, exist_ok=True)
+        (store_config.media_root / "notes.txt").write_text("private")
     for name in ("notes.txt", "..%2Fjwt_secret", f"{'a' * 32}.jpg"):
         response = await client.get(f"/media/{name}")
         await _error(response, 404, "not_found")
+
+
+async def test_a_media_store_that_does_not_answer_is_503(
+    aiohttp_client, db: Database, config: Config
+) -> None:
+    """S3 unreachable: an upload and a photo are 503, and no photo row is left."""
+    exits = AsyncExitStack()
+    nowhere = await exits.enter_async_context(get_session().create_client(
+        "s3", endpoint_url=f"http://127.0.0.1:{free_port()}", region_name="us-east-1",
+        aws_access_key_id="key", aws_secret_access_key="secret",
+        config=AioConfig(s3={"addressing_style": "path"}, connect_timeout=1,
+                         retries={"max_attempts": 1, "mode": "standard"}),
+    ))
+    store = S3MediaStore(nowhere, "photos", exits)
+    try:
+        client = await aiohttp_client(create_app(config, media=store))
+        user = await make_user(db, config)
+        await _error(await _upload(client, user, _webp()), 503, "media_store_unavailable")
+        count = await db.fetchval("SELECT count(*) FROM photos WHERE user_id = $1", user.id)
+        assert count == 1  # the one make_user gave
+        await _error(await client.get(f"/media/{'a' * 32}.jpg"), 503, "media_store_unavailable")
+    finally:
+        await store.close()
