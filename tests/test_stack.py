@@ -15,6 +15,8 @@ from tests.nginx_conf import ROOT
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 # Containers that only run a static binary without a shell to probe with.
 _NO_HEALTHCHECK = {"redis-exporter"}
+# Jobs that run once and exit (the photos' bucket made): waited for to finish.
+_ONE_SHOT = {"minio-init"}
 
 
 def _compose() -> dict:
@@ -55,14 +57,20 @@ def test_every_service_restarts_is_checked_and_waits_for_healthy_dependencies() 
     services = _compose()["services"]
     assert set(services) >= {
         "postgres", "redis", "ray-head", "ray-worker", "app", "nginx",
-        "prometheus", "alertmanager", "grafana", "mailpit", "redis-exporter",
+        "prometheus", "alertmanager", "grafana", "mailpit", "redis-exporter", "minio",
+        "minio-init",
     }
     for name, service in services.items():
-        assert service.get("restart") in {"unless-stopped", "always"}, name
-        if name not in _NO_HEALTHCHECK:
+        if name in _ONE_SHOT:
+            assert service.get("restart") == "no", name
+        else:
+            assert service.get("restart") in {"unless-stopped", "always"}, name
+        if name not in _NO_HEALTHCHECK | _ONE_SHOT:
             assert service.get("healthcheck", {}).get("test"), name
         for dependency, condition in (service.get("depends_on") or {}).items():
-            expected = "service_started" if dependency in _NO_HEALTHCHECK else "service_healthy"
+            expected = ("service_started" if dependency in _NO_HEALTHCHECK
+                        else "service_completed_successfully" if dependency in _ONE_SHOT
+                        else "service_healthy")
             assert condition["condition"] == expected, (name, dependency)
         if "command" in service and service["command"][0] == "sh":
             raise AssertionError(f"{name}: a shell as PID 1 keeps signals from the process")
@@ -85,15 +93,31 @@ def test_ray_runs_with_token_auth_and_fixed_ports_and_the_app_joins_it() -> None
     assert services["app"]["environment"]["SMTP_HOST"] == "mailpit"
 
 
+def test_photos_live_in_the_bucket_every_platform_process_shares() -> None:
+    services = _compose()["services"]
+    init = " ".join(services["minio-init"]["command"])
+    assert "mc mb --ignore-existing store/unimatch-media" in init
+    for name in ("ray-head", "ray-worker", "app"):
+        env = services[name]["environment"]
+        assert env["MEDIA_STORE"] == "s3", name
+        assert env["S3_ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["S3_BUCKET"] == "unimatch-media", name
+        assert env["S3_ACCESS_KEY_ID"] and env["S3_SECRET_ACCESS_KEY"], name
+        assert "minio-init" in services[name]["depends_on"], name
+        # No machine's folder holds photos: a node on any machine serves them.
+        assert not any("media" in str(volume) for volume in services[name].get("volumes", []))
+
+
 def test_state_lives_in_named_volumes_and_grafana_is_provisioned() -> None:
     config = _compose()
     services = config["services"]
-    assert set(config["volumes"]) >= {"pgdata", "appdata", "media", "promdata", "amdata",
+    assert set(config["volumes"]) >= {"pgdata", "appdata", "miniodata", "promdata", "amdata",
                                       "grafanadata"}
     mounts = {name: [v["target"] if isinstance(v, dict) else v.split(":")[1]
                      for v in service.get("volumes", [])]
               for name, service in services.items()}
     assert "/var/lib/postgresql/data" in mounts["postgres"]
+    assert "/data" in mounts["minio"]
     assert "/prometheus" in mounts["prometheus"]
     assert "/alertmanager" in mounts["alertmanager"]
     assert {"/var/lib/grafana", "/etc/grafana/provisioning"} <= set(mounts["grafana"])
