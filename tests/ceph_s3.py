@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 PACKAGES = "radosgw ceph-mon ceph-osd ceph-common"
 _BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool", "ceph-authtool",
              "ceph")
@@ -31,6 +33,7 @@ _CONF = """\
 fsid = {fsid}
 mon host = v2:127.0.0.1:{mon_port}
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 ms bind msgr1 = false
 run dir = {base}/run
 log file = {base}/log/$name.log
@@ -149,6 +152,7 @@ class CephS3:
         self._daemon("osd", "ceph-osd", "-c", conf, "-i", "0", "-f")
         self._daemon("rgw", "radosgw", "-c", conf, "-n", "client.rgw", "-f")
         self._wait_for_gateway()
+        self._check_loopback_only()
         self._run("radosgw-admin", "-c", conf, "-n", "client.admin", "user", "create",
                   "--uid=unimatch-tests", "--display-name=UniMatch tests",
                   f"--access-key={self.access_key}", f"--secret-key={self.secret_key}")
@@ -170,6 +174,17 @@ class CephS3:
                                        f"{_START_TIMEOUT:.0f} s; logs in {self.base / 'log'}"
                                        ) from exc
                 time.sleep(0.1)
+
+    def listening(self) -> list[tuple[str, int]]:
+        """The (address, port) pairs the daemons listen on."""
+        pids = {process.pid for process in self.processes}
+        return sorted((c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                      if c.pid in pids and c.status == psutil.CONN_LISTEN)
+
+    def _check_loopback_only(self) -> None:
+        exposed = [address for address in self.listening() if address[0] != "127.0.0.1"]
+        if exposed:
+            raise RuntimeError(f"Ceph listens beyond loopback: {exposed}")
 
     def stop(self) -> None:
         """Every daemon stopped by its PID (the gateway first), the folder removed."""
