@@ -4,7 +4,11 @@ configuration that picks one."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -123,3 +127,14 @@ async def test_a_bucket_that_cannot_be_used_stops_the_start(s3_config: Config) -
         await S3MediaStore.connect(s3_config.with_(s3_bucket="no-such-bucket"))
     with pytest.raises(RuntimeError, match="cannot use bucket"):
         await S3MediaStore.connect(s3_config.with_(s3_secret_access_key="wrong"))
+
+
+def test_the_server_refuses_to_start_on_s3_without_its_keys(tmp_path: Path) -> None:
+    env = {**os.environ, "MEDIA_STORE": "s3", "S3_BUCKET": "photos",
+           "UNIMATCH_DATA_DIR": str(tmp_path), "JWT_SECRET": "k" * 40}
+    done = subprocess.run([sys.executable, "-m", "unimatch.server.cli", "serve"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "unimatch: MEDIA_STORE=s3 needs S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY: set them")
+    assert "Traceback" not in done.stderr

@@ -184,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser.set_defaults(run=migrate)
     args = parser.parse_args(argv)
     try:
+        Config.from_env()
+    except ValueError as exc:
+        # A setting that cannot work (MEDIA_STORE=s3 without its keys, ...):
+        # say which, without a traceback, before anything starts.
+        print(f"unimatch: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
         return args.run(args)
     except KeyboardInterrupt:  # a signal before the platform served: already cleaned up
         print("UniMatch stopped before it was up", file=sys.stderr, flush=True)
