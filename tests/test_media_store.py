@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ async def _read(store: MediaStore, name: str) -> tuple[str, int, list[bytes]]:
         return found.content_type, found.size, [chunk async for chunk in found.chunks]
 
 
+async def _etag(store: MediaStore, name: str) -> str:
+    async with store.open(name) as found:
+        return found.etag
+
+
 def _ops(store: str, op: str, outcome: str) -> float:
     labels = {"store": store, "op": op, "outcome": outcome}
     return REGISTRY.get_sample_value("unimatch_media_store_ops_total", labels) or 0.0
@@ -41,10 +47,16 @@ async def test_a_stored_file_reads_back_whole_with_its_type(media_store: MediaSt
     assert (content_type, size) == ("image/jpeg", len(data))
     assert b"".join(chunks) == data
     assert len(chunks) > 1  # streamed, not read whole
+    async with media_store.open(name) as again:
+        assert again.modified.tzinfo is not None
+        assert abs((datetime.now(UTC) - again.modified).total_seconds()) < 60
+        etag = again.etag
+    assert etag and (await _etag(media_store, name)) == etag  # the same version each time
 
     png = new_media_name(".png")
     await media_store.put(png, b"\x89PNG tiny", "image/png")
     assert (await _read(media_store, png))[:2] == ("image/png", 9)
+    assert await _etag(media_store, png) != etag
 
 
 async def test_a_missing_file_is_not_found_and_deleting_it_is_harmless(

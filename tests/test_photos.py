@@ -129,6 +129,17 @@ async def test_gps_exif_is_stripped_and_orientation_applied(
     assert served.headers["X-Content-Type-Options"] == "nosniff"
     assert served.headers["Content-Length"] == str(len(raw))
     assert await served.read() == raw
+    assert served.headers["Last-Modified"]
+    etag = served.headers["ETag"]
+    for condition in ({"If-None-Match": etag}, {"If-None-Match": f'"x", {etag}'},
+                      {"If-Modified-Since": served.headers["Last-Modified"]}):
+        cached = await client.get(body["url"], headers=condition)
+        assert cached.status == 304, condition
+        assert cached.headers["ETag"] == etag
+        assert cached.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert await cached.read() == b""
+    stale = await client.get(body["url"], headers={"If-None-Match": '"another"'})
+    assert stale.status == 200 and await stale.read() == raw
     head = await client.head(body["url"])
     assert head.status == 200
     assert head.headers["Content-Length"] == str(len(raw))
@@ -307,3 +318,21 @@ async def test_a_media_store_that_does_not_answer_is_503(
         await _error(await client.get(f"/media/{'a' * 32}.jpg"), 503, "media_store_unavailable")
     finally:
         await store.close()
+
+
+async def test_a_photo_uploaded_through_one_node_is_served_by_another(
+    aiohttp_client, db: Database, s3_config: Config, tmp_path
+) -> None:
+    """Two nodes on two machines (each a disk of its own) share the bucket."""
+    one = await aiohttp_client(create_app(s3_config.with_(media_root=tmp_path / "one")))
+    other = await aiohttp_client(create_app(s3_config.with_(media_root=tmp_path / "other")))
+    user = await make_user(db, s3_config)
+    uploaded = await (await _upload(one, user, _jpeg_with_gps())).json()
+    through_one = await one.get(uploaded["url"])
+    through_other = await other.get(uploaded["url"])
+    assert through_other.status == 200
+    assert await through_other.read() == await through_one.read()
+    assert through_other.headers["ETag"] == through_one.headers["ETag"]
+    response = await other.delete(f"/api/v1/me/photos/{uploaded['photo_id']}", headers=user.auth)
+    assert response.status == 204
+    await _error(await one.get(uploaded["url"]), 404, "not_found")

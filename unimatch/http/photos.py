@@ -33,6 +33,7 @@ from unimatch.http.permissions import IsAuthenticated, principal_of, requires
 from unimatch.http.profile import forget_profile
 from unimatch.http.validation import json_response, path_uuid
 from unimatch.storage import profiles
+from unimatch.storage.media_store import MediaFile
 from unimatch.storage.ratelimit import Limit
 
 routes = web.RouteTableDef()
@@ -137,6 +138,14 @@ async def delete_photo(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _not_modified(request: web.Request, found: MediaFile) -> bool:
+    """A cache's copy is current (If-None-Match wins over If-Modified-Since)."""
+    if (etags := request.if_none_match) is not None:
+        return any(tag.value in (found.etag, "*") for tag in etags)
+    since = request.if_modified_since
+    return since is not None and found.modified.replace(microsecond=0) <= since
+
+
 @media_routes.get("/media/{name}")
 async def serve_media(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
@@ -144,6 +153,12 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
         raise NotFound("no such file")
     async with request.app[MEDIA].open(name) as found:
         response = web.StreamResponse(headers=MEDIA_HEADERS)
+        response.etag = found.etag
+        response.last_modified = found.modified
+        if _not_modified(request, found):
+            response.set_status(304)
+            await response.prepare(request)
+            return response
         response.content_type = found.content_type
         response.content_length = found.size
         await response.prepare(request)

@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,12 +36,12 @@ def _write_atomically(root: Path, name: str, data: bytes) -> None:
     partial.replace(root / name)
 
 
-def _open(path: Path) -> tuple[BinaryIO, int] | None:
+def _open(path: Path) -> tuple[BinaryIO, os.stat_result] | None:
     try:
         handle = open(path, "rb")  # closed by the caller's context
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
-    return handle, os.fstat(handle.fileno()).st_size
+    return handle, os.fstat(handle.fileno())
 
 
 async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
@@ -65,9 +66,16 @@ class LocalMediaStore:
             opened = await asyncio.to_thread(_open, self.root / name) if is_ours(name) else None
             if opened is None:
                 raise no_such_file()
-        handle, size = opened
+        handle, stat = opened
         try:
-            yield MediaFile(content_type_of(name), size, _chunks(handle))
+            yield MediaFile(
+                content_type_of(name),
+                stat.st_size,
+                # As aiohttp's FileResponse made it: caches keep their copies.
+                f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
+                datetime.fromtimestamp(stat.st_mtime, UTC),
+                _chunks(handle),
+            )
         finally:
             await asyncio.to_thread(handle.close)
 

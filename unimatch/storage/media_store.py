@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from unimatch.domain.errors import NotFound
@@ -29,11 +30,14 @@ CHUNK_BYTES = 64 * 1024
 
 @dataclass
 class MediaFile:
-    """An open stored file: its type and size known, its bytes to stream
-    (once, inside the `open` context that gave it)."""
+    """An open stored file: its type, size, version (`etag`, without quotes)
+    and time known, its bytes to stream (once, inside the `open` context
+    that gave it)."""
 
     content_type: str
     size: int
+    etag: str
+    modified: datetime
     chunks: AsyncIterator[bytes]
 
 

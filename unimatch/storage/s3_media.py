@@ -117,6 +117,7 @@ class S3MediaStore:
         body = found["Body"]
         try:
             yield MediaFile(found["ContentType"], found["ContentLength"],
+                            found["ETag"].strip('"'), found["LastModified"],
                             body.iter_chunks(CHUNK_BYTES))
         finally:
             # Read to the end, the connection goes back to the pool; else closed.
