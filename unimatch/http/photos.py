@@ -29,11 +29,11 @@ from unimatch.domain.errors import (
     ValidationFailed,
 )
 from unimatch.http.keys import CACHE, CONFIG, DB, LIMITER, MEDIA, PHOTO_DECODER
+from unimatch.http.media_files import media_response
 from unimatch.http.permissions import IsAuthenticated, principal_of, requires
 from unimatch.http.profile import forget_profile
 from unimatch.http.validation import json_response, path_uuid
 from unimatch.storage import profiles
-from unimatch.storage.media_store import MediaFile
 from unimatch.storage.ratelimit import Limit
 
 routes = web.RouteTableDef()
@@ -138,32 +138,10 @@ async def delete_photo(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _not_modified(request: web.Request, found: MediaFile) -> bool:
-    """A cache's copy is current (If-None-Match wins over If-Modified-Since)."""
-    if (etags := request.if_none_match) is not None:
-        return any(tag.value in (found.etag, "*") for tag in etags)
-    since = request.if_modified_since
-    return since is not None and found.modified.replace(microsecond=0) <= since
-
-
 @media_routes.get("/media/{name}")
 async def serve_media(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if not media.MEDIA_NAME.match(name):
         raise NotFound("no such file")
     async with request.app[MEDIA].open(name) as found:
-        response = web.StreamResponse(headers=MEDIA_HEADERS)
-        response.etag = found.etag
-        response.last_modified = found.modified
-        if _not_modified(request, found):
-            response.set_status(304)
-            await response.prepare(request)
-            return response
-        response.content_type = found.content_type
-        response.content_length = found.size
-        await response.prepare(request)
-        if request.method != "HEAD":
-            async for chunk in found.chunks:
-                await response.write(chunk)
-        await response.write_eof()
-        return response
+        return await media_response(request, found, MEDIA_HEADERS)

@@ -31,7 +31,7 @@ CHUNK_BYTES = 64 * 1024
 @dataclass
 class MediaFile:
     """An open stored file: its type, size, version (`etag`, without quotes)
-    and time known, its bytes to stream (once, inside the `open` context
+    and time (`modified`, in UTC) known, its bytes to stream (once, inside the `open` context
     that gave it)."""
 
     content_type: str

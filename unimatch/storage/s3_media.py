@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
@@ -117,7 +118,7 @@ class S3MediaStore:
         body = found["Body"]
         try:
             yield MediaFile(found["ContentType"], found["ContentLength"],
-                            found["ETag"].strip('"'), found["LastModified"],
+                            found["ETag"].strip('"'), found["LastModified"].astimezone(UTC),
                             body.iter_chunks(CHUNK_BYTES))
         finally:
             # Read to the end, the connection goes back to the pool; else closed.
