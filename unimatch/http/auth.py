@@ -98,6 +98,16 @@ def _register_limit(config: Config) -> Limit:
     return Limit(max(config.limit_register_per_hour, 1), 3600, local_fallback=True)
 
 
+async def _limit_network(request: web.Request, action: str, refusal: str) -> None:
+    """The hourly cap on mail-sending requests (registrations, codes, reset
+    codes) from one client network; `refusal` is the 429's message."""
+    await request.app[LIMITER].require(
+        f"{action}:{client_limit_key(request)}",
+        _register_limit(request.app[CONFIG]),
+        refusal,
+    )
+
+
 def _login_limit(config: Config) -> Limit:
     return Limit(max(config.limit_login_failures, 1), LOGIN_WINDOW_SECONDS, local_fallback=True)
 
@@ -166,10 +176,8 @@ async def _answer_no_live_code(limiter: RateLimiter, purpose: str, email: str) -
 @routes.post("/auth/register")
 async def register(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    await request.app[LIMITER].require(
-        f"register:{client_limit_key(request)}",
-        _register_limit(config),
-        "too many registrations from this network: try again later",
+    await _limit_network(
+        request, "register", "too many registrations from this network: try again later"
     )
     body = await parse_body(request, schema.Register)
     email, password, display_name = (
@@ -213,10 +221,8 @@ async def verify_otp(request: web.Request) -> web.Response:
 @routes.post("/auth/otp/resend")
 async def resend_otp(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    await request.app[LIMITER].require(
-        f"otp_resend:{client_limit_key(request)}",
-        _register_limit(config),
-        "too many code requests from this network: try again later",
+    await _limit_network(
+        request, "otp_resend", "too many code requests from this network: try again later"
     )
     email = (await parse_body(request, schema.EmailOnly)).email
     # Whether anything was pending is not told: 202 either way.
@@ -360,10 +366,8 @@ async def forgot_password(request: web.Request) -> web.Response:
     """202 whether or not the email has an account: a reset code is mailed
     when it does (within one code per 60 s and the daily cap)."""
     config = request.app[CONFIG]
-    await request.app[LIMITER].require(
-        f"password_forgot:{client_limit_key(request)}",
-        _register_limit(config),
-        "too many reset requests from this network: try again later",
+    await _limit_network(
+        request, "password_forgot", "too many reset requests from this network: try again later"
     )
     email = (await parse_body(request, schema.PasswordForgot)).email
     await accounts.request_password_reset(request.app[DB], config, email)
