@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 
 from tests.factories import make_user
+from tests.waiting import eventually
 from unimatch.actors.links import remote_directory
 from unimatch.domain.pairs import pair_id
 from unimatch.http.app import create_app
@@ -216,3 +217,34 @@ async def test_fifty_pairs_liking_at_the_same_instant(platform, http, db, config
         await asyncio.gather(*readers, return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in sockets))
         await ws_session.close()
+
+
+async def _active_pairs(platform) -> int:
+    stats = await asyncio.gather(*(n.stats.remote() for n in platform.nodes))
+    return sum(s["active"].get("match", 0) for s in stats)
+
+
+async def test_a_pair_that_only_swipes_is_not_kept_in_memory(platform, http, db, config):
+    """A node sees thousands of pairs that swipe once: each pair's actor
+    ends with its mailbox, and only a match stays active."""
+    before = await _active_pairs(platform)
+    liked = await make_user(db, config)
+    admirers = [await make_user(db, config) for _ in range(6)]
+    for admirer in admirers:
+        status, body, _ = await _swipe(http, admirer, liked)
+        assert (status, body["matched"]) == (201, False)
+    await eventually(lambda: _at_most(platform, before), within=10)
+
+    status, body, _ = await _swipe(http, liked, admirers[0])
+    assert (status, body["matched"]) == (201, True)
+    # The match stays: its chat starts without reading the pair again.
+    assert await _active_pairs(platform) == before + 1
+    # A pair dropped after a swipe is the same pair's writer when it comes back.
+    status, body, _ = await _swipe(http, admirers[1], liked)
+    assert (status, body["error"]) == (409, "already_swiped")
+    status, body, _ = await _swipe(http, liked, admirers[1])
+    assert (status, body["matched"]) == (201, True)
+
+
+async def _at_most(platform, count: int) -> bool:
+    return await _active_pairs(platform) <= count

@@ -303,8 +303,9 @@ class ActorHost:
                     # Let the node's other actors (and sockets) run between two
                     # messages of a busy one: a flood stays its own problem.
                     await asyncio.sleep(0)
-                if not actor.exists and not mailbox and self._activations.get(key) is activation:
-                    # Nothing to keep for an id that names no entity.
+                if (not actor.worth_keeping and not mailbox
+                        and self._activations.get(key) is activation):
+                    # Nothing to keep: no entity, or nothing held in memory.
                     self._passivate(activation)
         finally:
             ACTORS_ACTIVE.labels(activation.kind).dec()

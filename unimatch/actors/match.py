@@ -66,11 +66,15 @@ class MatchActor(VirtualActor):
             self._match_loaded = True
 
     @property
-    def exists(self) -> bool:
-        """A chat call for an id that names no match keeps nothing; a pair
-        that only swipes is kept (it is the pair's writer)."""
+    def worth_keeping(self) -> bool:
+        """Only a match is kept. A pair that only swipes holds nothing in
+        memory (each swipe reads the pair's state in its own transaction),
+        and a node sees thousands of them: its activation ends with its
+        mailbox. A chat call for an id that names no match keeps nothing."""
         chat: ChatLog | None = getattr(self, "_chat", None)
-        return chat is None or chat.exists
+        if chat is not None:
+            return chat.exists
+        return self.match is not None
 
     # -- swipes and the match ------------------------------------------------
 
