@@ -18,7 +18,8 @@ answered with a `read` receipt half the time. Bounded: the load runs
 
 Every minute it prints the RSS of every process of the platform (each node
 actor's worker, the scheduler's, the driver, Ray's raylet and GCS, the
-generators) and p50/p95/p99 per operation with errors by kind, then a
+generators), the virtual actors active on the nodes by kind (what a node's
+memory grows with), and p50/p95/p99 per operation with errors by kind, then a
 summary: memory growth from the second minute to the last, the range of
 each operation's p99, every error.
 """
@@ -433,12 +434,14 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_minute(minute: int, merged: dict[str, Any], rss: dict[str, float],
-                 load: float) -> None:
+                 load: float, active: dict[str, int]) -> None:
     lat = merged["latencies"]
     total = sum(len(v) for op, v in lat.items() if op != "chat_delivery")
     print(f"\n## minute {minute}: {total / 60:.0f} ops/s, {merged['receipts']} receipts, "
           f"load average {load:.1f}", flush=True)
     print("   RSS MB  " + "  ".join(f"{name} {mb:.0f}" for name, mb in rss.items()))
+    print("   active actors  " + (", ".join(f"{kind} {n}" for kind, n in sorted(active.items()))
+                                   or "none"))
     for op in OPS:
         v = lat.get(op, [])
         print(f"   {op:14} n {len(v):6}  p50 {pct(v, .5):7.1f}  p95 {pct(v, .95):7.1f}  "
@@ -564,7 +567,10 @@ async def soak(args: argparse.Namespace) -> None:
             merged = merge(reports)
             load = os.getloadavg()[0]
             rows.append((minute, merged, rss, load))
-            print_minute(minute, merged, rss, load)
+            active: collections.Counter[str] = collections.Counter()
+            for stats in await asyncio.gather(*(n.stats.remote() for n in platform.nodes)):
+                active.update(stats["active"])
+            print_minute(minute, merged, rss, load, dict(active))
         finals, undrained = [], 0
         for _ in procs:
             kind, busy, report = await asyncio.to_thread(get, DRAIN_SECONDS + 60)
