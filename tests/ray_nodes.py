@@ -12,13 +12,17 @@ import json
 import os
 import random
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from unimatch.server.node import NODE_RESOURCE
 
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT = 90
@@ -171,3 +175,56 @@ def ray_env(*, joining: bool, token_file: Path) -> dict[str, str]:
     if not joining:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
+
+
+class LoopbackCluster:
+    """A Ray cluster of `RayNode`s on this machine, as a cluster test and
+    `bench/chat.py --cluster` run it: the head first, then joining nodes,
+    each offering one UniMatch node (`NODE_RESOURCE`) and naming the port
+    its node listens on (UNIMATCH_NODE_PORT, as a machine's `ray start`
+    environment would), all on loopback with one token of their own.
+    `close` kills every process of every node, by PID, and removes the
+    temp dir."""
+
+    def __init__(self) -> None:
+        # Short: Ray's socket paths under it must fit AF_UNIX's 107 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="umc", dir="/tmp"))
+        self.token = self.root / "ray_token"
+        self.nodes: list[RayNode] = []
+
+    @property
+    def head(self) -> RayNode:
+        return self.nodes[0]
+
+    @property
+    def address(self) -> str:
+        return self.head.address
+
+    def add(self, node_port: int, name: str | None = None) -> RayNode:
+        """Start one more Ray node (the head if none runs yet)."""
+        joining = bool(self.nodes)
+        env = {**ray_env(joining=joining, token_file=self.token),
+               "UNIMATCH_NODE_PORT": str(node_port)}
+        node = RayNode(self.root / (name or f"ray-{len(self.nodes)}"), {NODE_RESOURCE: 1}, env,
+                       head_address=self.address if joining else None)
+        self.nodes.append(node)
+        node.start()
+        return node
+
+    def driver_env(self) -> dict[str, str]:
+        """What a driver (`unimatch serve`, `unimatch node`, a benchmark)
+        adds to its environment to join this cluster."""
+        return {**auth_env(self.token), "RAY_ADDRESS": self.address,
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+    def pids(self) -> set[int]:
+        return {p.pid for node in self.nodes for p in node.processes()}
+
+    def close(self) -> None:
+        try:
+            for node in reversed(self.nodes):
+                node.kill()
+            left = [p for node in self.nodes for p in node.processes()]
+            assert left == [], f"Ray processes left: {left}"
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
