@@ -4,6 +4,10 @@ Every port is chosen free and given explicitly (Ray's defaults clash between
 clusters on one machine), every address is 127.0.0.1, token auth stays on,
 and each node is stopped by the PIDs of its own processes: never `ray stop`,
 which ends every Ray on the machine.
+
+This module imports no Ray: a driver of the cluster (a benchmark) must have
+the cluster's token in its environment before Ray is imported, since Ray
+reads RAY_AUTH_MODE once, at import.
 """
 
 from __future__ import annotations
@@ -21,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-
-from unimatch.server.node import NODE_RESOURCE
 
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT = 90
@@ -101,12 +103,18 @@ class RayNode:
 
     def processes(self) -> list[psutil.Process]:
         """Every process of this node: its cmdline names its temp dir, or it
-        descends from one that does (workers name only the session)."""
+        runs in that folder (`ray start` ran there; Ray's client server, left
+        to init when `ray start` exits, names neither the folder nor the
+        session), or it descends from one that does (workers name only the
+        session)."""
         mine: dict[int, psutil.Process] = {}
         marker = str(self.temp_dir)
-        for proc in psutil.process_iter(["cmdline"]):
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
             try:
-                if marker in " ".join(proc.info["cmdline"] or []):
+                words = " ".join(proc.info["cmdline"] or []) + " "
+                cwd = (proc.info["cwd"] or "").removesuffix(" (deleted)")
+                if (f"{marker}/" in words or f"{marker} " in words
+                        or cwd == marker or cwd.startswith(f"{marker}/")):
                     mine[proc.pid] = proc
                     for child in proc.children(recursive=True):
                         mine[child.pid] = child
@@ -180,9 +188,10 @@ def ray_env(*, joining: bool, token_file: Path) -> dict[str, str]:
 class LoopbackCluster:
     """A Ray cluster of `RayNode`s on this machine, as a cluster test and
     `bench/chat.py --cluster` run it: the head first, then joining nodes,
-    each offering one UniMatch node (`NODE_RESOURCE`) and naming the port
-    its node listens on (UNIMATCH_NODE_PORT, as a machine's `ray start`
-    environment would), all on loopback with one token of their own.
+    each offering `resources` (one UniMatch node: `NODE_RESOURCE`) and naming
+    the port its node listens on (UNIMATCH_NODE_PORT, as a machine's
+    `ray start` environment would), all on loopback with a token of their
+    own (made at once: `auth_env(cluster.token)`).
     `close` kills every process of every node, by PID, and removes the
     temp dir."""
 
@@ -190,6 +199,7 @@ class LoopbackCluster:
         # Short: Ray's socket paths under it must fit AF_UNIX's 107 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="umc", dir="/tmp"))
         self.token = self.root / "ray_token"
+        auth_env(self.token)
         self.nodes: list[RayNode] = []
 
     @property
@@ -200,12 +210,13 @@ class LoopbackCluster:
     def address(self) -> str:
         return self.head.address
 
-    def add(self, node_port: int, name: str | None = None) -> RayNode:
+    def add(self, node_port: int, resources: dict[str, float], name: str | None = None
+            ) -> RayNode:
         """Start one more Ray node (the head if none runs yet)."""
         joining = bool(self.nodes)
         env = {**ray_env(joining=joining, token_file=self.token),
                "UNIMATCH_NODE_PORT": str(node_port)}
-        node = RayNode(self.root / (name or f"ray-{len(self.nodes)}"), {NODE_RESOURCE: 1}, env,
+        node = RayNode(self.root / (name or f"ray-{len(self.nodes)}"), resources, env,
                        head_address=self.address if joining else None)
         self.nodes.append(node)
         node.start()

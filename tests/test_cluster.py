@@ -30,6 +30,7 @@ from tests.test_chat_faults import _send_until_acked
 from tests.waiting import eventually
 from unimatch.actors.routing import pick_host
 from unimatch.domain.config import Config
+from unimatch.server.node import NODE_RESOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_UP = 240
@@ -40,8 +41,8 @@ def cluster() -> Iterator[LoopbackCluster]:
     ray_cluster = LoopbackCluster()
     try:
         ports = free_ports(2)
-        ray_cluster.add(ports[0], "ray-head")
-        ray_cluster.add(ports[1], "ray-second")
+        ray_cluster.add(ports[0], {NODE_RESOURCE: 1}, "ray-head")
+        ray_cluster.add(ports[1], {NODE_RESOURCE: 1}, "ray-second")
         yield ray_cluster
     finally:
         ray_cluster.close()
@@ -270,7 +271,7 @@ async def test_two_ray_nodes_serve_chat_through_a_node_loss(
 
         # The Ray node comes back: Ray restarts its node there, and the
         # match moves back (a new send is served, seq continues).
-        cluster.add(p1, "ray-second-2")
+        cluster.add(p1, {NODE_RESOURCE: 1}, "ray-second-2")
         await served.with_targets(2)
         more = {f"c{i}": f"again {i}" for i in range(3)}
         await _send_until_acked(ca, match_id, more, within=60)
@@ -352,13 +353,19 @@ async def test_unimatch_node_joins_serves_and_leaves_on_sigterm(
                 await client.send_message(match_id, body, cmid)
         await ca.wait_until(lambda: len(ca.acks()) >= 5 + 4, within=60)
         node.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         # It drains: a's socket closes "going away"; a reconnects to another
         # node, syncs and resends what was not acked.
         assert await ca.wait_closed(within=60) == 1001
+        closed = time.monotonic() - signalled
         ca.url = ca.url.replace(new_url, urls[0])
         await asyncio.gather(*(_send_until_acked(c, match_id, bodies, within=120)
                                for c, bodies in burst.items()))
+        acked = time.monotonic() - signalled
         assert await asyncio.to_thread(node.wait, 90) == 0, log_path.read_text()[-3000:]
+        print(f"\nunimatch node: SIGTERM -> its socket closed {closed:.2f} s, every message "
+              f"of the burst acked {acked:.2f} s, process exited "
+              f"{time.monotonic() - signalled:.2f} s")
         assert await eventually(lambda: listed(2), within=30) == before
 
         total = first + 2 * n
