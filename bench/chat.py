@@ -57,12 +57,12 @@ nodes, from the routing (`actors.routing.pick_host`) of each user's send:
 its socket's node to the match's node, the match's node to both users'
 actors' nodes, the recipient's actor's node to its socket's node, any of
 these hops being a Ray call; and the CPU of a message, all its nodes'
-processes together, with one node (every hop local) and with two: the
-slope of CPU against messages delivered between the lowest and highest
-rate both ran (what idle nodes spend cancels out), from which the extra CPU
-of a Ray hop and of a message that crossed: (cpu2 - cpu1) / hops, and
-cpu1 + (cpu2 - cpu1) / crossed share. Relays, overload and py-spy are not
-run.
+processes together, with one node (every hop local) and with two, at each
+rate both ran: a run's CPU less what the nodes spend idle (over `--seconds`
+after the warm-up, every socket open, nothing sent), per message delivered; from which
+the extra CPU of a Ray hop and of a message that crossed: (cpu2 - cpu1) /
+hops, and cpu1 + (cpu2 - cpu1) / crossed share. Relays, overload and
+py-spy are not run.
 """
 
 from __future__ import annotations
@@ -555,6 +555,7 @@ async def run_once(gens: Generators, server: Server, rate: int, seconds: float,
     tag = secrets.token_hex(3)
     start_at = time.perf_counter() + 0.3
     before = await CpuSample.take(server)
+    began = time.perf_counter()
     spies = []
     if spy is not None:
         for pid in server.pids:
@@ -572,12 +573,14 @@ async def run_once(gens: Generators, server: Server, rate: int, seconds: float,
                     for w in range(gens.count)]
     answers = await gens.ask(commands)
     after = await CpuSample.take(server)
+    wall = time.perf_counter() - began
     for process in spies:
         _, err = await asyncio.to_thread(process.communicate, timeout=60)
         if process.returncode:
             print(f"# py-spy failed: {err.decode(errors='replace')[-400:]}", flush=True)
     window = seconds if not warm else len(server.urls) / rate
-    return merge(server.name, rate, window, answers, after.since(before, server))
+    return merge(server.name, rate, window, answers,
+                 {**after.since(before, server), "wall": wall})
 
 
 # -- py-spy summary -------------------------------------------------------------
@@ -715,6 +718,7 @@ async def run_cluster(args: argparse.Namespace, gens: Generators, dsn: str, db_n
 
     best: dict[str, Result] = {}
     shares: dict[str, tuple[float, float]] = {}
+    idle: dict[str, float] = {}
     try:
         ports = free_ports(2)
         for count, port in enumerate(ports, start=1):
@@ -738,6 +742,7 @@ async def run_cluster(args: argparse.Namespace, gens: Generators, dsn: str, db_n
                 print(f"# {server.name}: {args.users} sockets in {took:.1f} s; warm-up: "
                       f"{warm.delivered} delivered, p99 {warm.p99:.0f} ms; load average "
                       f"{os.getloadavg()[0]:.1f}", flush=True)
+                idle[server.name] = await idle_cpu(server, args.seconds)
                 best.update(await sweep(gens, [server], args, results))
             finally:
                 await gens.ask([("close", server.name)] * gens.count)
@@ -753,29 +758,40 @@ async def run_cluster(args: argparse.Namespace, gens: Generators, dsn: str, db_n
         print(f"#   {name}: {b.rate if b else 0}/s, goodput {b.goodput if b else 0:.0f}/s, "
               f"delivery p99 {b.p99 if b else float('nan'):.1f} ms; {share:.0%} of messages "
               f"crossed nodes, {hops:.2f} Ray hops per message", flush=True)
-    # The CPU of one more message: the slope of CPU against messages
-    # delivered between the lowest and highest rate both ran, so what the
-    # nodes spend idle (timers, health checks) cancels out.
+    # The CPU of a message: its nodes' CPU over a run less what they spend
+    # idle with every user online (timers, health checks), per message
+    # delivered.
     ran = {(r.target, r.rate): r for r in results}
     common = sorted(rate for rate in args.rates
                     if ("cluster-1", rate) in ran and ("cluster-2", rate) in ran)
-    if len(common) < 2:
-        print("# fewer than two rates run on both: no CPU comparison", flush=True)
+    if not common:
+        print("# no rate run on both: no CPU comparison", flush=True)
         return
 
-    def marginal(target: str) -> float:
-        low, high = ran[(target, common[0])], ran[(target, common[-1])]
-        spent = high.cpu.get("server", 0.0) - low.cpu.get("server", 0.0)
-        return spent / max(high.delivered - low.delivered, 1) * 1e6
+    def per_message(target: str, rate: int) -> float:
+        run = ran[(target, rate)]
+        spent = run.cpu.get("server", 0.0) - idle[target] * run.cpu.get("wall", 0.0)
+        return spent / max(run.delivered, 1) * 1e6
 
-    local, spread = marginal("cluster-1"), marginal("cluster-2")
     share, hops = shares["cluster-2"]
-    crossed = local + (spread - local) / share
-    print(f"# CPU of one more delivered message (every node's process; slope between "
-          f"{common[0]}/s and {common[-1]}/s): one node, all local, {local:.0f} µs; two nodes "
-          f"{spread:.0f} µs; a Ray hop {(spread - local) / hops:+.0f} µs; a message that "
-          f"crossed nodes {crossed:.0f} µs against {local:.0f} µs for a local one "
-          f"({crossed / local:.2f}x)", flush=True)
+    print(f"# idle CPU of the nodes: one node {idle['cluster-1']:.2f} s/s, two nodes "
+          f"{idle['cluster-2']:.2f} s/s", flush=True)
+    for rate in common:
+        local, spread = per_message("cluster-1", rate), per_message("cluster-2", rate)
+        crossed = local + (spread - local) / share
+        print(f"# CPU per delivered message at {rate}/s, idle CPU taken out: one node, all "
+              f"local, {local:.0f} µs; two nodes {spread:.0f} µs; a Ray hop "
+              f"{(spread - local) / hops:+.0f} µs; a message that crossed nodes {crossed:.0f} µs "
+              f"against {local:.0f} µs for a local one ({crossed / local:.2f}x)", flush=True)
+
+
+async def idle_cpu(server: Server, seconds: float) -> float:
+    """CPU seconds per second the server's processes spend with no load."""
+    before = await CpuSample.take(server)
+    began = time.perf_counter()
+    await asyncio.sleep(seconds)
+    after = await CpuSample.take(server)
+    return after.since(before, server)["server"] / (time.perf_counter() - began)
 
 
 async def main_async(args: argparse.Namespace) -> None:
