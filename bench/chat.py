@@ -7,6 +7,7 @@ Run by hand from the repository root (each run is bounded: a rate runs
     python bench/chat.py --nodes 1,2                 # NODES=1 and NODES=2 side by side
     python bench/chat.py --rates 1000,2000,4000 --seconds 6 --profile 0
     python bench/chat.py --only relay,ray-relay      # the two ceilings alone
+    python bench/chat.py --cluster --users 1000 --seconds 4   # one, then two Ray nodes
 
 Targets, all up at once and loaded in turn at each rate (so a change in the
 machine's background load falls on all of them alike):
@@ -41,6 +42,27 @@ order violation. Then each platform
 runs at 2x and 4x its best rate (goodput under overload), and `--profile`
 seconds of py-spy record the default platform's node, the relay and the
 relay in Ray at the platform's best rate.
+
+`--cluster`: a Ray cluster on this machine as tests/test_cluster.py runs
+it (tests/ray_nodes.py `LoopbackCluster`: `ray start` nodes on loopback,
+token auth, each offering one UniMatch node on a port of its own), and the
+platform started as `unimatch serve` starts it on a cluster (one node per
+Ray node). First with the head alone (`cluster-1`), then with a second Ray
+node joined (`cluster-2`), each swept in turn as above once the hand-off
+window after its nodes met has passed (`server.ownership.HANDOFF_WINDOW`),
+each user's socket on a node drawn at random (as a load balancer spreads
+them). Reported: the
+best rate and delivery p99 of each; the share of messages that crossed
+nodes, from the routing (`actors.routing.pick_host`) of each user's send:
+its socket's node to the match's node, the match's node to both users'
+actors' nodes, the recipient's actor's node to its socket's node, any of
+these hops being a Ray call; and the CPU of a message, all its nodes'
+processes together, with one node (every hop local) and with two, at each
+rate both ran: a run's CPU less what the nodes spend idle (over `--seconds`
+after the warm-up, every socket open, nothing sent), per message delivered; from which
+the extra CPU of a Ray hop and of a message that crossed: (cpu2 - cpu1) /
+hops, and cpu1 + (cpu2 - cpu1) / crossed share. Relays, overload and
+py-spy are not run.
 """
 
 from __future__ import annotations
@@ -50,6 +72,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import resource
 import secrets
 import shutil
@@ -72,6 +95,8 @@ for entry in (str(ROOT), str(BENCH)):
 
 import asyncpg  # noqa: E402
 from loadgen import worker_main  # noqa: E402
+
+from unimatch.actors.routing import pick_host  # noqa: E402
 
 ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -110,6 +135,31 @@ class Server:
     loop_tids: dict[int, int] = field(default_factory=dict)  # pid -> event-loop thread
     db_name: str | None = None  # whose PostgreSQL backends to count
     stop: Any = None
+    users: list[str] = field(default_factory=list)  # a platform's: user ids, as urls
+    socket_nodes: list[int] = field(default_factory=list)  # each user's socket's node
+    live: list[int] = field(default_factory=list)  # its node indices
+
+
+def crossing(server: Server) -> tuple[float, float]:
+    """Of the messages of a platform whose nodes each have an address (its
+    users send alike): the share that crossed nodes, and the Ray hops per
+    message. A message's hops: the sender's socket's node to the match's
+    node (the send and its ack), the match's node to each user's actor's
+    node (the pushes), the recipient's actor's node to its socket's node."""
+    live = server.live
+    crossed = hops = 0
+    senders = range(len(server.matches))
+    for i in senders:
+        partner = i ^ 1  # users 2i and 2i+1 share match i
+        match = pick_host("match", server.matches[i], live)
+        sender_actor = pick_host("user", server.users[i], live)
+        recipient_actor = pick_host("user", server.users[partner], live)
+        path = [(server.socket_nodes[i], match), (match, sender_actor),
+                (match, recipient_actor), (recipient_actor, server.socket_nodes[partner])]
+        ray_hops = sum(here != there for here, there in path)
+        hops += ray_hops
+        crossed += ray_hops > 0
+    return crossed / len(senders), hops / len(senders)
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, int]]:
@@ -221,10 +271,13 @@ def loop_thread(node: Any) -> int:
 
 
 async def start_platform(
-    name: str, nodes: int | None, dsn: str, db_name: str, users: int
+    name: str, nodes: int | None, dsn: str, db_name: str, users: int,
+    ray_address: str | None = None,
 ) -> Server:
     """The platform as `unimatch serve` starts it: `Config.from_env` with
-    no layout settings (NODES only when asked), `Platform.start`."""
+    no layout settings (NODES only when asked), `Platform.start`; on the
+    cluster at `ray_address` when given, each user's socket on a node drawn
+    at random when the nodes listen on addresses of their own."""
     from unimatch.domain import tokens
     from unimatch.domain.config import Config
     from unimatch.server.platform import Platform, free_port, init_ray
@@ -240,6 +293,8 @@ async def start_platform(
     }
     if nodes is not None:
         env["NODES"] = str(nodes)
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
     # The one setting that is not serve's default: PostgreSQL here allows 100
     # clients, shared with other work on the machine, and every process of
     # every platform in the run has a pool.
@@ -253,16 +308,29 @@ async def start_platform(
     tids = await asyncio.gather(*(
         h.__ray_call__.remote(loop_thread) for h in platform.nodes
     ))
+    where = await asyncio.gather(*(h.url.remote() for h in platform.nodes))
     pids = [s["pid"] for s in stats]
-    print(f"# {name}: {config.nodes} node(s), pids {pids}, {platform.url}", flush=True)
+    # Nodes sharing one port (SO_REUSEPORT): one URL, the kernel spreads.
+    node_urls = {w["node"]: w["url"] for w in where}
+    socket_nodes: list[int] = []
+    if len(set(node_urls.values())) == len(node_urls):
+        draw = random.Random(0)
+        socket_nodes = [draw.choice(sorted(node_urls)) for _ in ids]
+    print(f"# {name}: {len(platform.nodes)} node(s), pids {pids}, {sorted(node_urls.values())}",
+          flush=True)
+    base = [node_urls[n] for n in socket_nodes] or [platform.url] * len(ids)
     return Server(
         name=name,
-        urls=[f"{platform.url}/ws?token={tokens.issue_access(config, u)}" for u in ids],
+        urls=[f"{url}/ws?token={tokens.issue_access(config, u)}"
+              for u, url in zip(ids, base, strict=True)],
         matches=matches,
         pids=pids,
         loop_tids=dict(zip(pids, tids, strict=True)),
         db_name=db_name,
         stop=lambda: (platform.stop(), shutil.rmtree(data_dir, ignore_errors=True)),
+        users=[str(u) for u in ids],
+        socket_nodes=socket_nodes,
+        live=sorted(node_urls),
     )
 
 
@@ -487,6 +555,7 @@ async def run_once(gens: Generators, server: Server, rate: int, seconds: float,
     tag = secrets.token_hex(3)
     start_at = time.perf_counter() + 0.3
     before = await CpuSample.take(server)
+    began = time.perf_counter()
     spies = []
     if spy is not None:
         for pid in server.pids:
@@ -504,12 +573,14 @@ async def run_once(gens: Generators, server: Server, rate: int, seconds: float,
                     for w in range(gens.count)]
     answers = await gens.ask(commands)
     after = await CpuSample.take(server)
+    wall = time.perf_counter() - began
     for process in spies:
         _, err = await asyncio.to_thread(process.communicate, timeout=60)
         if process.returncode:
             print(f"# py-spy failed: {err.decode(errors='replace')[-400:]}", flush=True)
     window = seconds if not warm else len(server.urls) / rate
-    return merge(server.name, rate, window, answers, after.since(before, server))
+    return merge(server.name, rate, window, answers,
+                 {**after.since(before, server), "wall": wall})
 
 
 # -- py-spy summary -------------------------------------------------------------
@@ -601,6 +672,128 @@ def summarize_spy(paths: list[Path], delivered: int, cpu: dict[str, Any], top: i
 # -- the bench -------------------------------------------------------------------
 
 
+async def sweep(gens: Generators, servers: list[Server], args: argparse.Namespace,
+                results: list[Result]) -> dict[str, Result]:
+    """Every rate on every target in turn, until a target's p99 crossed
+    the limit twice in a row; each target's best clean run under it."""
+    print(HEADER, flush=True)
+    active = list(servers)
+    best: dict[str, Result] = {}
+    misses: Counter[str] = Counter()
+    for step, rate in enumerate(args.rates):
+        if not active:
+            break
+        order = active[step % len(active):] + active[:step % len(active)]
+        for server in order:
+            result = await run_once(gens, server, rate, args.seconds)
+            results.append(result)
+            print(result.row(), flush=True)
+            if result.p99 < P99_LIMIT_MS and result.clean:
+                best[server.name] = result
+                misses[server.name] = 0
+            else:
+                misses[server.name] += 1
+                # Two misses in a row: past its ceiling (one may be a
+                # burst of the machine's other load).
+                if misses[server.name] >= MISSES_TO_STOP and not args.every_rate:
+                    active.remove(server)
+        print(f"# load average {os.getloadavg()[0]:.1f}", flush=True)
+    return best
+
+
+async def run_cluster(args: argparse.Namespace, gens: Generators, dsn: str, db_name: str,
+                      results: list[Result]) -> None:
+    """`--cluster`: the platform on one, then two Ray nodes of a cluster on
+    this machine (see the module's docstring)."""
+    from tests.ray_nodes import LoopbackCluster, auth_env, free_ports
+
+    cluster = LoopbackCluster()
+    # Before Ray is first imported: it reads the auth mode once.
+    assert "ray" not in sys.modules, "Ray imported before the cluster's token was set"
+    os.environ.update(auth_env(cluster.token))
+    import ray
+
+    from unimatch.server.node import NODE_RESOURCE
+    from unimatch.server.ownership import HANDOFF_WINDOW
+
+    best: dict[str, Result] = {}
+    shares: dict[str, tuple[float, float]] = {}
+    idle: dict[str, float] = {}
+    try:
+        ports = free_ports(2)
+        for count, port in enumerate(ports, start=1):
+            await asyncio.to_thread(cluster.add, port, {NODE_RESOURCE: 1})
+            os.environ.update(cluster.driver_env())
+            server = await start_platform(f"cluster-{count}", None, dsn, db_name, args.users,
+                                          ray_address=cluster.address)
+            started = time.monotonic()
+            try:
+                # Until HANDOFF_WINDOW after the nodes met, every activation
+                # first asks the entity's previous owner to release it (see
+                # unimatch.server.ownership): a start-up cost, not the steady
+                # state measured here.
+                settle = HANDOFF_WINDOW - (time.monotonic() - started)
+                print(f"# {server.name}: {settle:.0f} s for the hand-off window to pass",
+                      flush=True)
+                await asyncio.sleep(settle)
+                took = await gens.connect(server)
+                warm = await run_once(gens, server, WARM_UP_RATE, 0, warm=True)
+                shares[server.name] = crossing(server)
+                print(f"# {server.name}: {args.users} sockets in {took:.1f} s; warm-up: "
+                      f"{warm.delivered} delivered, p99 {warm.p99:.0f} ms; load average "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
+                idle[server.name] = await idle_cpu(server, args.seconds)
+                best.update(await sweep(gens, [server], args, results))
+            finally:
+                await gens.ask([("close", server.name)] * gens.count)
+                await asyncio.to_thread(server.stop)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        await asyncio.to_thread(cluster.close)
+
+    print("\n# highest rate with delivery p99 < 50 ms and no loss/dup/order violation:")
+    for name, (share, hops) in shares.items():
+        b = best.get(name)
+        print(f"#   {name}: {b.rate if b else 0}/s, goodput {b.goodput if b else 0:.0f}/s, "
+              f"delivery p99 {b.p99 if b else float('nan'):.1f} ms; {share:.0%} of messages "
+              f"crossed nodes, {hops:.2f} Ray hops per message", flush=True)
+    # The CPU of a message: its nodes' CPU over a run less what they spend
+    # idle with every user online (timers, health checks), per message
+    # delivered.
+    ran = {(r.target, r.rate): r for r in results}
+    common = sorted(rate for rate in args.rates
+                    if ("cluster-1", rate) in ran and ("cluster-2", rate) in ran)
+    if not common:
+        print("# no rate run on both: no CPU comparison", flush=True)
+        return
+
+    def per_message(target: str, rate: int) -> float:
+        run = ran[(target, rate)]
+        spent = run.cpu.get("server", 0.0) - idle[target] * run.cpu.get("wall", 0.0)
+        return spent / max(run.delivered, 1) * 1e6
+
+    share, hops = shares["cluster-2"]
+    print(f"# idle CPU of the nodes: one node {idle['cluster-1']:.2f} s/s, two nodes "
+          f"{idle['cluster-2']:.2f} s/s", flush=True)
+    for rate in common:
+        local, spread = per_message("cluster-1", rate), per_message("cluster-2", rate)
+        crossed = local + (spread - local) / share
+        print(f"# CPU per delivered message at {rate}/s, idle CPU taken out: one node, all "
+              f"local, {local:.0f} µs; two nodes {spread:.0f} µs; a Ray hop "
+              f"{(spread - local) / hops:+.0f} µs; a message that crossed nodes {crossed:.0f} µs "
+              f"against {local:.0f} µs for a local one ({crossed / local:.2f}x)", flush=True)
+
+
+async def idle_cpu(server: Server, seconds: float) -> float:
+    """CPU seconds per second the server's processes spend with no load."""
+    before = await CpuSample.take(server)
+    began = time.perf_counter()
+    await asyncio.sleep(seconds)
+    after = await CpuSample.take(server)
+    return after.since(before, server)["server"] / (time.perf_counter() - began)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -631,6 +824,12 @@ async def main_async(args: argparse.Namespace) -> None:
         from unimatch.storage.migrations import apply_migrations
 
         await apply_migrations(dsn)
+        if args.cluster:
+            await run_cluster(args, gens, dsn, db_name, results)
+            (out / "chat.json").write_text(json.dumps(
+                {"args": vars(args), "results": [r.as_json() for r in results]}, indent=1))
+            print(f"\n# raw results in {out / 'chat.json'}", flush=True)
+            return
         if platforms:
             for nodes in node_counts:
                 name = "platform" if nodes is None else f"platform-{nodes}"
@@ -660,28 +859,7 @@ async def main_async(args: argparse.Namespace) -> None:
               "window, per s; shed = `overloaded`; lag = the generator behind its schedule; "
               "us/msg = server CPU per delivered message (loop = its event-loop thread; pg = "
               "PostgreSQL backends)", flush=True)
-        print(HEADER, flush=True)
-        active = list(servers)
-        best: dict[str, Result] = {}
-        misses: Counter[str] = Counter()
-        for step, rate in enumerate(args.rates):
-            if not active:
-                break
-            order = active[step % len(active):] + active[:step % len(active)]
-            for server in order:
-                result = await run_once(gens, server, rate, args.seconds)
-                results.append(result)
-                print(result.row(), flush=True)
-                if result.p99 < P99_LIMIT_MS and result.clean:
-                    best[server.name] = result
-                    misses[server.name] = 0
-                else:
-                    misses[server.name] += 1
-                    # Two misses in a row: past its ceiling (one may be a
-                    # burst of the machine's other load).
-                    if misses[server.name] >= MISSES_TO_STOP and not args.every_rate:
-                        active.remove(server)
-            print(f"# load average {os.getloadavg()[0]:.1f}", flush=True)
+        best = await sweep(gens, servers, args, results)
 
         print("\n# highest rate with delivery p99 < 50 ms and no loss/dup/order violation:")
         relay_best = best.get("relay")
@@ -785,6 +963,9 @@ def main() -> None:
                         help="run every rate for every target, past its ceiling too")
     parser.add_argument("--only", type=lambda v: v.split(","),
                         help="targets: platform, relay, ray-relay (comma-separated)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the platform on a two-Ray-node cluster on this machine: one Ray "
+                             "node, then two (no relays, overload or py-spy)")
     parser.add_argument("--out", default="/tmp/unimatch-bench-chat")
     asyncio.run(main_async(parser.parse_args()))
 

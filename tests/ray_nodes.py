@@ -4,6 +4,10 @@ Every port is chosen free and given explicitly (Ray's defaults clash between
 clusters on one machine), every address is 127.0.0.1, token auth stays on,
 and each node is stopped by the PIDs of its own processes: never `ray stop`,
 which ends every Ray on the machine.
+
+This module imports no Ray: a driver of the cluster (a benchmark) must have
+the cluster's token in its environment before Ray is imported, since Ray
+reads RAY_AUTH_MODE once, at import.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import json
 import os
 import random
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,12 +103,18 @@ class RayNode:
 
     def processes(self) -> list[psutil.Process]:
         """Every process of this node: its cmdline names its temp dir, or it
-        descends from one that does (workers name only the session)."""
+        runs in that folder (`ray start` ran there; Ray's client server, left
+        to init when `ray start` exits, names neither the folder nor the
+        session), or it descends from one that does (workers name only the
+        session)."""
         mine: dict[int, psutil.Process] = {}
         marker = str(self.temp_dir)
-        for proc in psutil.process_iter(["cmdline"]):
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
             try:
-                if marker in " ".join(proc.info["cmdline"] or []):
+                words = " ".join(proc.info["cmdline"] or []) + " "
+                cwd = (proc.info["cwd"] or "").removesuffix(" (deleted)")
+                if (f"{marker}/" in words or f"{marker} " in words
+                        or cwd == marker or cwd.startswith(f"{marker}/")):
                     mine[proc.pid] = proc
                     for child in proc.children(recursive=True):
                         mine[child.pid] = child
@@ -171,3 +183,59 @@ def ray_env(*, joining: bool, token_file: Path) -> dict[str, str]:
     if not joining:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
+
+
+class LoopbackCluster:
+    """A Ray cluster of `RayNode`s on this machine, as a cluster test and
+    `bench/chat.py --cluster` run it: the head first, then joining nodes,
+    each offering `resources` (one UniMatch node: `NODE_RESOURCE`) and naming
+    the port its node listens on (UNIMATCH_NODE_PORT, as a machine's
+    `ray start` environment would), all on loopback with a token of their
+    own (made at once: `auth_env(cluster.token)`).
+    `close` kills every process of every node, by PID, and removes the
+    temp dir."""
+
+    def __init__(self) -> None:
+        # Short: Ray's socket paths under it must fit AF_UNIX's 107 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="umc", dir="/tmp"))
+        self.token = self.root / "ray_token"
+        auth_env(self.token)
+        self.nodes: list[RayNode] = []
+
+    @property
+    def head(self) -> RayNode:
+        return self.nodes[0]
+
+    @property
+    def address(self) -> str:
+        return self.head.address
+
+    def add(self, node_port: int, resources: dict[str, float], name: str | None = None
+            ) -> RayNode:
+        """Start one more Ray node (the head if none runs yet)."""
+        joining = bool(self.nodes)
+        env = {**ray_env(joining=joining, token_file=self.token),
+               "UNIMATCH_NODE_PORT": str(node_port)}
+        node = RayNode(self.root / (name or f"ray-{len(self.nodes)}"), resources, env,
+                       head_address=self.address if joining else None)
+        self.nodes.append(node)
+        node.start()
+        return node
+
+    def driver_env(self) -> dict[str, str]:
+        """What a driver (`unimatch serve`, `unimatch node`, a benchmark)
+        adds to its environment to join this cluster."""
+        return {**auth_env(self.token), "RAY_ADDRESS": self.address,
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+    def pids(self) -> set[int]:
+        return {p.pid for node in self.nodes for p in node.processes()}
+
+    def close(self) -> None:
+        try:
+            for node in reversed(self.nodes):
+                node.kill()
+            left = [p for node in self.nodes for p in node.processes()]
+            assert left == [], f"Ray processes left: {left}"
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from unimatch.actors.ports import ActorLink, Moved, NodeDown
+from unimatch.actors.ports import ActorLink, Moved, NodeDown, NodeLeft
 from unimatch.actors.routing import pick_host
 from unimatch.domain.errors import Unavailable
 from unimatch.domain.metrics import ACTOR_RETRIES, CLUSTER_MEMBERSHIP_CHANGES, CLUSTER_NODES_LIVE
@@ -62,7 +62,7 @@ class Membership:
             # Calls it accepted and still owes die with it: retried elsewhere.
             fail = getattr(self.links[gone], "fail_waiting", None)
             if fail is not None:
-                fail(NodeDown(f"node {gone} left"))
+                fail(NodeLeft(f"node {gone} left"))
         for back in new - self.live:
             self._down_at.pop(back, None)
         log.info("live nodes %s -> %s", sorted(self.live), sorted(new))
@@ -138,7 +138,7 @@ class ActorDirectory:
             return await self._retry(call, exc)
 
     def _note(self, index: int, exc: NodeDown) -> None:
-        if not isinstance(exc, Moved):
+        if not isinstance(exc, Moved | NodeLeft):
             self.membership.mark_down(index)
 
     async def _retry(self, call: Any, first: NodeDown) -> Any:

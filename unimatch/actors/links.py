@@ -167,6 +167,9 @@ class RayLink:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(error)
+                # Its caller may still be in the batch that failed, and then
+                # never awaits it: not an error to log.
+                future.exception()
 
     async def check_health(self) -> None:
         handle = await self._handle()

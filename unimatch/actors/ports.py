@@ -64,3 +64,9 @@ class NodeDown(Exception):
 class Moved(NodeDown):
     """The node reached does not own the entity (any more): the caller
     re-routes. Not a sign that the node is down."""
+
+
+class NodeLeft(NodeDown):
+    """The call was owed by a node the membership has already dropped: the
+    caller re-routes. No news of the node, so not counted against it (else
+    every call failed by one drop would drop it again after it came back)."""

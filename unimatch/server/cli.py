@@ -1,4 +1,4 @@
-"""The `unimatch` command: `serve` and `migrate`."""
+"""The `unimatch` command: `serve`, `node` and `migrate`."""
 
 from __future__ import annotations
 
@@ -66,14 +66,19 @@ def _cluster_secret_missing() -> bool:
     return False
 
 
+def _plain_worker_logs() -> None:
+    """Workers' stdout reaches ours line for line, unprefixed and
+    undeduplicated, so each JSON log line stays one (see
+    unimatch.domain.logs). Ray reads these when it is imported, which the
+    platform module does."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.update(RAY_DISABLE_WORKER_LOG_PREFIX="1", RAY_DEDUP_LOGS="0")
+
+
 def serve(args: argparse.Namespace) -> int:
     if _cluster_secret_missing():
         return 2
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Workers' stdout reaches ours line for line, unprefixed and undeduplicated,
-    # so each JSON log line stays one (see unimatch.domain.logs). Ray reads
-    # these when it is imported, which the platform module does.
-    os.environ.update(RAY_DISABLE_WORKER_LOG_PREFIX="1", RAY_DEDUP_LOGS="0")
+    _plain_worker_logs()
     config = Config.from_env()
     configure_logging(config, process="cli")
     _metrics_dir(config)
@@ -126,14 +131,14 @@ def node(args: argparse.Namespace) -> int:
         return 2
     if _cluster_secret_missing():
         return 2
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _plain_worker_logs()
     config = Config.from_env()
     configure_logging(config, process="cli")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
-    from unimatch.server.node import start_local_node, stop_nodes
+    from unimatch.server.node import leave_cluster, start_local_node
     from unimatch.server.platform import init_ray
 
     init_ray(config)
@@ -142,15 +147,16 @@ def node(args: argparse.Namespace) -> int:
     import ray
 
     try:
-        index, handle = start_local_node(config, args.port)
+        index, handle = start_local_node(config, args.port, args.host)
         where: Any = ray.get(handle.url.remote())
         url = where["url"]
         log.info("node-%d listening on %s", index, url, extra={"url": url})
         try:
             while not stop.wait(0.5):
                 pass
+            log.info("node-%d leaving the cluster", index)
         finally:
-            stop_nodes([handle])
+            leave_cluster(handle)
     finally:
         ray.shutdown()
     log.info("node stopped")
@@ -178,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.set_defaults(run=serve)
     node_parser = sub.add_parser(
         "node", help="serve on this machine too, in a running cluster (RAY_ADDRESS)")
+    node_parser.add_argument(
+        "--host", default=None,
+        help="address to listen on (default: UNIMATCH_NODE_HOST, else this machine's Ray address)")
     node_parser.add_argument("--port", type=int, default=8080)
     node_parser.set_defaults(run=node)
     migrate_parser = sub.add_parser("migrate", help="apply pending schema migrations")

@@ -28,6 +28,7 @@ from typing import Any
 import ray
 from aiohttp import web
 from ray.actor import ActorHandle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from unimatch.actors.base import Services
 from unimatch.actors.chat import MessageCommitter
@@ -39,6 +40,7 @@ from unimatch.actors.links import (
     NodeHandles,
     RayLink,
     answer_batch,
+    node_indices,
     node_name,
 )
 from unimatch.actors.ports import ActorLink, Delivery, Outcome
@@ -57,6 +59,8 @@ from unimatch.ws.hub import SocketHub
 log = logging.getLogger("unimatch.node")
 
 SHUTDOWN_TIMEOUT = 10.0
+# How long a leaving node waits for each other node to hear it leave.
+LEAVE_NOTICE_TIMEOUT = 2.0
 # How long a batch from another node waits for its slowest call before it
 # is answered with what is done (the rest follow through `replies`).
 BATCH_PATIENCE = 0.02
@@ -84,6 +88,7 @@ class Node:
         self.port = port if host is not None else int(os.environ.get("UNIMATCH_NODE_PORT") or port)
         # A cluster's nodes come and go (see unimatch.server.ownership).
         self.cluster = config.ray_address is not None
+        self._leaving = False
         self.actors = OwnedHost(config, index)
         self._watcher: ClusterWatcher | None = None
         self.hub = SocketHub(index, config)
@@ -161,7 +166,48 @@ class Node:
 
     async def check_health(self) -> None:
         await self._started
+        if self._leaving:
+            raise RuntimeError(f"{self.name} is leaving the cluster")
         self.actors.check_health()
+
+    async def leave(self) -> None:
+        """Leave a cluster for good, serving all the while (`unimatch node`
+        on SIGTERM; `drain` follows): this node stops answering health
+        checks, drops itself from its own live set, so it owns nothing and
+        passivates what it holds (queued calls and commits finish first), and
+        tells every other node, which drops it at once. From then on its
+        entities are activated elsewhere, each new owner asking this node to
+        `release` it first; calls still routed here are answered `Moved`.
+        Its sockets stay open until `drain` closes them (1001), so their
+        users reconnect to the nodes that now own their entities."""
+        await self._started
+        if not self.cluster or self.directory is None or self._leaving:
+            return
+        self._leaving = True
+        if self._watcher is not None:
+            await self._watcher.aclose()
+            self._watcher = None
+        membership = self.directory.membership
+        others = sorted(membership.live - {self.index})
+        if not others:  # the last node: nobody to hand over to
+            return
+        membership.set_live(others)
+        await asyncio.gather(*(self._tell_left(i) for i in others))
+        log.info("%s left the cluster; nodes %s serve its entities", self.name, others)
+
+    async def _tell_left(self, index: int) -> None:
+        try:
+            handle = await self._handles.of(index)()
+            await asyncio.wait_for(handle.left.remote(self.index), LEAVE_NOTICE_TIMEOUT)
+        except Exception as exc:  # it learns from its failed health checks instead
+            log.info("node %d not told of %s leaving: %r", index, self.name, exc)
+
+    async def left(self, index: int) -> None:
+        """Node `index` leaves the cluster: route around it from now on
+        (its failing health checks keep it out)."""
+        await self._started
+        if self.directory is not None:
+            self.directory.membership.mark_down(index)
 
     async def drain_http(self) -> None:
         """Stop accepting, finish requests in flight, close sockets with
@@ -337,27 +383,40 @@ def start_cluster_nodes(config: Config, port: int) -> list[ActorHandle]:
     return handles
 
 
-def start_local_node(config: Config, port: int) -> tuple[int, ActorHandle]:
+def start_local_node(
+    config: Config, port: int, host: str | None = None
+) -> tuple[int, ActorHandle]:
     """One more node on this machine's Ray node, for a running cluster
     (`unimatch node`): the next free index, pinned to the local Ray node,
-    owned by the caller. The others find it through their membership."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    owned by the caller. The others find it through their membership.
 
-    from unimatch.actors.links import node_indices
-
+    It listens on `host` (default UNIMATCH_NODE_HOST, else the address Ray
+    knows this machine by) and on `port` as given: not on the port the Ray
+    node's environment names for the node `unimatch serve` puts there."""
     index = max(node_indices(config.namespace), default=-1) + 1
     local = ray.get_runtime_context().get_node_id()
+    host = host or os.environ.get("UNIMATCH_NODE_HOST") or ray.util.get_node_ip_address()
     remote_cls: Any = ray.remote(Node)
     handle = remote_cls.options(
         **{**server_actor_options(config, node_name(index)), "max_restarts": 0},
         scheduling_strategy=NodeAffinitySchedulingStrategy(local, soft=False),
-    ).remote(config, index, None, port)
+    ).remote(config, index, host, port)
     try:
         ray.get(handle.ready.remote())
     except BaseException:
         ray.kill(handle, no_restart=True)
         raise
     return index, handle
+
+
+def leave_cluster(handle: ActorHandle, *, timeout: float = 30.0) -> None:
+    """A node started by `start_local_node` leaves the cluster (its entities
+    move to the others, see `Node.leave`), then drains and ends."""
+    try:
+        ray.get(handle.leave.remote(), timeout=timeout)
+    except Exception as exc:  # it is stopped all the same; the others see it go
+        log.warning("leaving the cluster failed: %r", exc)
+    stop_nodes([handle], timeout=timeout)
 
 
 def drain_http(handles: list[ActorHandle], *, timeout: float = SHUTDOWN_TIMEOUT + 5) -> None:
