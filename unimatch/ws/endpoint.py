@@ -68,6 +68,11 @@ CLOSE_TRY_AGAIN = 1013
 FRAMES_BURST, FRAMES_PER_SECOND = 200, 100
 # A socket's reader yields to the event loop after this many frames.
 YIELD_EVERY = 8
+# Bytes read from one socket per turn of the event loop (asyncio's default
+# is 256 KB: about 3,000 small frames parsed in one go). An app's frames are
+# a few hundred bytes; a flood is read, and parsed, a slice at a time, so the
+# node's other sockets get their turns while it is being refused.
+WS_READ_BYTES = 16 * 1024
 # The `retry_after` of an `overloaded` error frame, in seconds.
 OVERLOAD_RETRY = 1.0
 # Sends one socket may have queued or at an actor; past it, `overloaded`.
@@ -461,6 +466,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         compress=False,
     )
     await ws.prepare(request)
+    transport = request.transport
+    if transport is not None and hasattr(transport, "max_size"):
+        transport.max_size = WS_READ_BYTES
     try:
         principal, claims = await _authenticate(request, ws)
         scope = await _scope(request, principal.user_id)
