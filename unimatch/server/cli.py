@@ -76,8 +76,6 @@ def _plain_worker_logs() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    if _cluster_secret_missing():
-        return 2
     _plain_worker_logs()
     config = Config.from_env()
     configure_logging(config, process="cli")
@@ -128,8 +126,6 @@ def node(args: argparse.Namespace) -> int:
     drains it and leaves the others serving."""
     if not os.environ.get("RAY_ADDRESS"):
         print("unimatch node: set RAY_ADDRESS to the cluster's head", file=sys.stderr)
-        return 2
-    if _cluster_secret_missing():
         return 2
     _plain_worker_logs()
     config = Config.from_env()
@@ -192,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     migrate_parser = sub.add_parser("migrate", help="apply pending schema migrations")
     migrate_parser.set_defaults(run=migrate)
     args = parser.parse_args(argv)
+    # Before the configuration is read: reading it makes this machine's own
+    # JWT key when none is set, which a node of a cluster must never use.
+    if args.command in ("serve", "node") and _cluster_secret_missing():
+        return 2
     try:
         Config.from_env()
     except ValueError as exc:
