@@ -9,6 +9,7 @@ daemon runs in the foreground as our child and is stopped by its PID.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import socket
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from tests.waiting import eventually
 
 PACKAGES = "radosgw ceph-mon ceph-osd ceph-common"
 _BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool", "ceph-authtool",
@@ -97,7 +100,7 @@ class CephS3:
         return f"http://127.0.0.1:{self.rgw_port}"
 
     @classmethod
-    def start(cls) -> CephS3:
+    async def start(cls) -> CephS3:
         missing = missing_binaries()
         if missing:
             raise RuntimeError(f"the S3 tests run a real Ceph RADOS gateway: {', '.join(missing)} "
@@ -105,7 +108,9 @@ class CephS3:
         server = cls(Path(tempfile.mkdtemp(prefix="unimatch-ceph-")), *_two_free_ports())
         began = time.monotonic()
         try:
-            server._bootstrap()
+            await asyncio.to_thread(server._bootstrap)
+            await server._wait_for_gateway()
+            await asyncio.to_thread(server._open_to_tests)
         except BaseException:
             server.stop()
             raise
@@ -151,29 +156,36 @@ class CephS3:
         self._run("ceph-osd", "-c", conf, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid)
         self._daemon("osd", "ceph-osd", "-c", conf, "-i", "0", "-f")
         self._daemon("rgw", "radosgw", "-c", conf, "-n", "client.rgw", "-f")
-        self._wait_for_gateway()
+
+    def _open_to_tests(self) -> None:
+        """Once the gateway answers: only on loopback, with the tests' S3 user."""
+        conf = str(self.base / "ceph.conf")
         self._check_loopback_only()
         self._run("radosgw-admin", "-c", conf, "-n", "client.admin", "user", "create",
                   "--uid=unimatch-tests", "--display-name=UniMatch tests",
                   f"--access-key={self.access_key}", f"--secret-key={self.secret_key}")
 
-    def _wait_for_gateway(self) -> None:
+    async def _wait_for_gateway(self) -> None:
         """The gateway answers once it has made its pools on the OSD."""
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
-            for process in self.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{process.args[0]} exited ({process.returncode}); "
-                                       f"logs in {self.base / 'log'}")
-            try:
-                with urllib.request.urlopen(self.endpoint_url, timeout=2):
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the RADOS gateway did not answer within "
-                                       f"{_START_TIMEOUT:.0f} s; logs in {self.base / 'log'}"
-                                       ) from exc
-                time.sleep(0.1)
+        try:
+            await eventually(self._gateway_answers, within=_START_TIMEOUT, interval=0.1)
+        except AssertionError:
+            raise RuntimeError(f"the RADOS gateway did not answer within {_START_TIMEOUT:.0f} s; "
+                               f"logs in {self.base / 'log'}") from None
+
+    async def _gateway_answers(self) -> bool:
+        for process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited ({process.returncode}); "
+                                   f"logs in {self.base / 'log'}")
+        return await asyncio.to_thread(self._answers)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.endpoint_url, timeout=2):
+                return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
 
     def listening(self) -> list[tuple[str, int]]:
         """The (address, port) pairs the daemons listen on."""

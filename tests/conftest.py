@@ -232,10 +232,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def ceph_s3() -> Iterator[CephS3]:
+async def ceph_s3() -> AsyncIterator[CephS3]:
     """A real S3-compatible server of this run's own (tests/ceph_s3.py),
     started when a test first asks, stopped with all its daemons at the end."""
-    server = CephS3.start()
+    server = await CephS3.start()
     _ceph_started_in.append(server.started_in)
     yield server
     server.stop()
