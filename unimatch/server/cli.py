@@ -75,9 +75,8 @@ def _plain_worker_logs() -> None:
     os.environ.update(RAY_DISABLE_WORKER_LOG_PREFIX="1", RAY_DEDUP_LOGS="0")
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, config: Config) -> int:
     _plain_worker_logs()
-    config = Config.from_env()
     configure_logging(config, process="cli")
     _metrics_dir(config)
     stop = threading.Event()
@@ -120,7 +119,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def node(args: argparse.Namespace) -> int:
+def node(args: argparse.Namespace, config: Config) -> int:
     """Serve on this machine too, in a running cluster: one more node on the
     local Ray node, found by the others through their membership; SIGTERM
     drains it and leaves the others serving."""
@@ -128,7 +127,6 @@ def node(args: argparse.Namespace) -> int:
         print("unimatch node: set RAY_ADDRESS to the cluster's head", file=sys.stderr)
         return 2
     _plain_worker_logs()
-    config = Config.from_env()
     configure_logging(config, process="cli")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -159,10 +157,9 @@ def node(args: argparse.Namespace) -> int:
     return 0
 
 
-def migrate(args: argparse.Namespace) -> int:
+def migrate(args: argparse.Namespace, config: Config) -> int:
     from unimatch.storage.migrations import apply_migrations
 
-    config = Config.from_env()
     configure_logging(config, process="cli", stream=sys.stderr)  # stdout is the result
     with _services(config) as config:
         assert config.database_url
@@ -193,14 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("serve", "node") and _cluster_secret_missing():
         return 2
     try:
-        Config.from_env()
+        config = Config.from_env()
     except ValueError as exc:
         # A setting that cannot work (MEDIA_STORE=s3 without its keys, ...):
         # say which, without a traceback, before anything starts.
         print(f"unimatch: {exc}", file=sys.stderr, flush=True)
         return 2
     try:
-        return args.run(args)
+        return int(args.run(args, config))
     except KeyboardInterrupt:  # a signal before the platform served: already cleaned up
         print("UniMatch stopped before it was up", file=sys.stderr, flush=True)
         return 1
