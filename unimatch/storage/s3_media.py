@@ -11,8 +11,8 @@ with a message naming them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from unimatch.domain.config import Config, check_media_store
-from unimatch.domain.errors import Unavailable
+from unimatch.domain.errors import NotFound, Unavailable
 from unimatch.storage.media_store import (
     CHUNK_BYTES,
     MediaFile,
@@ -47,6 +47,22 @@ def _unavailable() -> Unavailable:
 
 def _is_missing(error: ClientError) -> bool:
     return str(error.response.get("Error", {}).get("Code")) in _MISSING
+
+
+@contextmanager
+def _answered(op: str, name: str) -> Iterator[None]:
+    """The store's errors as ours: no such object is `NotFound` (404), any
+    other failure `Unavailable` (503), logged."""
+    try:
+        yield
+    except ClientError as exc:
+        if _is_missing(exc):
+            raise no_such_file() from None
+        log.warning("media store %s %s failed: %s", op, name, exc)
+        raise _unavailable() from exc
+    except BotoCoreError as exc:
+        log.warning("media store %s %s failed: %s", op, name, exc)
+        raise _unavailable() from exc
 
 
 class S3MediaStore:
@@ -92,29 +108,16 @@ class S3MediaStore:
 
     async def put(self, name: str, data: bytes, content_type: str) -> None:
         check_name(name)
-        with measured(self.kind, "put"):
-            try:
-                await self._client.put_object(
-                    Bucket=self.bucket, Key=name, Body=data, ContentType=content_type)
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("media store put %s failed: %s", name, exc)
-                raise _unavailable() from exc
+        with measured(self.kind, "put"), _answered("put", name):
+            await self._client.put_object(
+                Bucket=self.bucket, Key=name, Body=data, ContentType=content_type)
 
     @asynccontextmanager
     async def open(self, name: str) -> AsyncIterator[MediaFile]:
         if not is_ours(name):
             raise no_such_file()
-        with measured(self.kind, "get"):
-            try:
-                found = await self._client.get_object(Bucket=self.bucket, Key=name)
-            except ClientError as exc:
-                if _is_missing(exc):
-                    raise no_such_file() from None
-                log.warning("media store get %s failed: %s", name, exc)
-                raise _unavailable() from exc
-            except BotoCoreError as exc:
-                log.warning("media store get %s failed: %s", name, exc)
-                raise _unavailable() from exc
+        with measured(self.kind, "get"), _answered("get", name):
+            found = await self._client.get_object(Bucket=self.bucket, Key=name)
         body = found["Body"]
         try:
             yield MediaFile(found["ContentType"], found["ContentLength"],
@@ -127,26 +130,19 @@ class S3MediaStore:
     async def exists(self, name: str) -> bool:
         if not is_ours(name):
             return False
-        with measured(self.kind, "exists"):
+        with measured(self.kind, "exists"):  # no such object is an answer: ok
             try:
-                await self._client.head_object(Bucket=self.bucket, Key=name)
-            except ClientError as exc:
-                if _is_missing(exc):
-                    return False
-                raise _unavailable() from exc
-            except BotoCoreError as exc:
-                raise _unavailable() from exc
+                with _answered("exists", name):
+                    await self._client.head_object(Bucket=self.bucket, Key=name)
+            except NotFound:
+                return False
             return True
 
     async def delete(self, name: str) -> None:
         if not is_ours(name):
             return
-        with measured(self.kind, "delete"):
-            try:
-                await self._client.delete_object(Bucket=self.bucket, Key=name)
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("media store delete %s failed: %s", name, exc)
-                raise _unavailable() from exc
+        with measured(self.kind, "delete"), _answered("delete", name):
+            await self._client.delete_object(Bucket=self.bucket, Key=name)
 
     async def close(self) -> None:
         await self._exits.aclose()
